@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Engines export exactly one symbol (the ABI entry point) so that two engines
+// linking the same Swift modules never bind to each other's copies.
+let engineLinkerSettings: [LinkerSetting] = [
+    .unsafeFlags(["-Xlinker", "--version-script=Plugins/engine.map"]),
+]
+
+let package = Package(
+    name: "Metacrypt",
+    products: [
+        .executable(name: "metacrypt", targets: ["metacrypt"]),
+        .library(name: "Transit", type: .dynamic, targets: ["Transit"]),
+    ],
+    targets: [
+        // The stable engine ABI: one pure C header shared by the host and every engine.
+        .target(name: "EngineABI", path: "Sources/EngineABI"),
+
+        // Thin C modules over the system libraries; each is imported by exactly one Swift module.
+        .target(
+            name: "COpenSSL", path: "Sources/COpenSSL",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "CSodium", path: "Sources/CSodium", linkerSettings: [.linkedLibrary("sodium")]),
+        .target(name: "CArgon2", path: "Sources/CArgon2", linkerSettings: [.linkedLibrary("argon2")]),
+        .target(name: "CSQLite", path: "Sources/CSQLite", linkerSettings: [.linkedLibrary("sqlite3")]),
+        .target(
+            name: "CMicroHTTPD", path: "Sources/CMicroHTTPD",
+            linkerSettings: [.linkedLibrary("microhttpd"), .linkedLibrary("gnutls")]),
+
+        .target(name: "CCurl", path: "Sources/CCurl", linkerSettings: [.linkedLibrary("curl")]),
+
+        // Swift code shared by the host and the engines.
+        .target(name: "MetacryptCrypto", dependencies: ["COpenSSL", "CSodium", "CArgon2"]),
+        .target(name: "EngineKit", dependencies: ["EngineABI", "MetacryptCrypto"]),
+
+        .target(
+            name: "Host",
+            dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD"]),
+        .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "CCurl"]),
+
+        .target(
+            name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/Transit",
+            linkerSettings: engineLinkerSettings),
+
+        .testTarget(name: "HostTests", dependencies: ["Host", "MetacryptCrypto", "EngineKit"]),
+    ]
+)

@@ -1,0 +1,25 @@
+/* OpenSSL for Swift: the headers, and one-line shims for macros Swift cannot call. */
+#ifndef METACRYPT_COPENSSL_H
+#define METACRYPT_COPENSSL_H
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+void mc_openssl_free(void *ptr);
+EVP_PKEY *mc_evp_pkey_generate_ec(const char *curve);
+EVP_PKEY *mc_evp_pkey_generate_named(const char *type);
+int mc_evp_cipher_ctx_set_ivlen(EVP_CIPHER_CTX *ctx, int len);
+int mc_evp_cipher_ctx_get_tag(EVP_CIPHER_CTX *ctx, int len, void *tag);
+int mc_evp_cipher_ctx_set_tag(EVP_CIPHER_CTX *ctx, int len, void *tag);
+long mc_bio_get_mem_data(BIO *bio, char **data);
+
+#endif

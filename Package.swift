@@ -32,12 +32,13 @@ let package = Package(
 
         // Swift code shared by the host and the engines.
         .target(name: "MetacryptCrypto", dependencies: ["COpenSSL", "CSodium", "CArgon2"]),
+        .target(name: "HTTPClient", dependencies: ["CCurl"]),
         .target(name: "EngineKit", dependencies: ["EngineABI", "MetacryptCrypto"]),
 
         .target(
             name: "Host",
-            dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD"]),
-        .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "CCurl"]),
+            dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD", "HTTPClient"]),
+        .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "HTTPClient"]),
 
         .target(
             name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/Transit",

@@ -30,18 +30,40 @@ public struct ServerConfig: Codable, Sendable {
         public var argon2: Argon2Parameters?
     }
 
+    public struct Auth: Codable, Sendable {
+        /// Argon2id cost of account password hashes (the cost of a login).
+        public var passwordArgon2: Argon2Parameters?
+        public var tokenTTLSeconds: Int64?
+        public var introspection: IntrospectionProvider.Configuration?
+
+        enum CodingKeys: String, CodingKey {
+            case introspection
+            case passwordArgon2 = "password_argon2"
+            case tokenTTLSeconds = "token_ttl_seconds"
+        }
+    }
+
+    public struct RateLimits: Codable, Sendable {
+        public var identity: RateLimiter.Limit?
+        public var mount: RateLimiter.Limit?
+    }
+
     public var listen: String?
     public var dataDir: String?
     public var tls: TLS?
     public var limits: Limits?
     public var seal: Seal?
+    public var auth: Auth?
+    public var rateLimits: RateLimits?
+    public var audit: AuditLog.Configuration?
     public var engines: [EngineConfig]?
     public var logLevel: String?
 
     enum CodingKeys: String, CodingKey {
-        case listen, tls, limits, seal, engines
+        case listen, tls, limits, seal, auth, audit, engines
         case dataDir = "data_dir"
         case logLevel = "log_level"
+        case rateLimits = "rate_limits"
     }
 
     public init() {}
@@ -142,7 +164,20 @@ public enum Server {
         // The barrier and the API.
         let storage = try SQLiteStorage(path: dataDir + "/metacrypt.db")
         let barrier = Barrier(storage: storage)
-        let api = API(barrier: barrier, engines: engines, engineRefusals: refusals, logger: logger)
+        var settings = API.Settings()
+        if let v = config.auth?.passwordArgon2 {
+            if let problem = v.problem() { throw ServerError("auth.password_argon2: \(problem)") }
+            settings.passwordArgon2 = v
+        }
+        if let v = config.auth?.tokenTTLSeconds { settings.tokenTTLSeconds = max(60, v) }
+        if let v = config.rateLimits?.identity { settings.identityLimit = v }
+        if let v = config.rateLimits?.mount { settings.mountLimit = v }
+        let introspection = try config.auth?.introspection.map { try IntrospectionProvider(configuration: $0, logger: logger) }
+        let auditConfig = config.audit ?? AuditLog.Configuration()
+        let audit = try AuditLog(path: auditConfig.path ?? dataDir + "/audit.log", maxBytes: auditConfig.maxBytes ?? 100 << 20,
+                                 keepFiles: auditConfig.keepFiles ?? 10, fsync: auditConfig.fsync ?? false)
+        let api = API(barrier: barrier, engines: engines, engineRefusals: refusals, logger: logger, settings: settings,
+                      introspection: introspection, audit: audit)
 
         // The HTTPS listener.
         var http = HTTPServer.Configuration()
@@ -165,13 +200,16 @@ public enum Server {
         // Dev mode: initialise, unseal and mount everything, then say how to reach it.
         if options.dev {
             let token = try developmentSetUp(api: api, dataDir: dataDir, argon2: config.seal?.argon2, logger: logger)
+            let text = { (file: String) in String(decoding: try readFile(dataDir + "/" + file), as: UTF8.self) }
             print("# Metacrypt development server. Data: \(dataDir)")
             print("# Copy these lines into your shell (each is a plain assignment; prefix with export):")
             print("METACRYPT_ADDR=\(address)")
             if let caPath { print("METACRYPT_CACERT=\(caPath)") }
-            if let token { print("METACRYPT_TOKEN=\(token)") }
-            print("# Unseal password (development only, also in \(dataDir)/dev-password):")
-            print("METACRYPT_DEV_PASSWORD=\(try String(decoding: readFile(dataDir + "/dev-password"), as: UTF8.self))")
+            print("METACRYPT_TOKEN=\(token)")
+            print("# Administrator account, and the unseal password (development only; kept in \(dataDir)):")
+            print("METACRYPT_DEV_USERNAME=admin")
+            print("METACRYPT_DEV_ADMIN_PASSWORD=\(try text("dev-admin-password"))")
+            print("METACRYPT_DEV_PASSWORD=\(try text("dev-password"))")
             fflush(nil)
         }
 
@@ -216,20 +254,21 @@ public enum Server {
         return (cert, key, ca)
     }
 
-    /// Initialises (first run) or unseals (later runs) with a password kept in the data folder, and mounts
-    /// every loaded engine under its type name. Returns the admin token on first run.
-    static func developmentSetUp(api: API, dataDir: String, argon2: Argon2Parameters?, logger: Logger) throws -> String? {
-        let passwordPath = dataDir + "/dev-password"
+    /// Initialises (first run) or unseals (later runs) with passwords kept in the data folder, mounts every
+    /// loaded engine under its type name on first run, and returns a fresh administrator token.
+    static func developmentSetUp(api: API, dataDir: String, argon2: Argon2Parameters?, logger: Logger) throws -> String {
+        let passwordPath = dataDir + "/dev-password", adminPath = dataDir + "/dev-admin-password"
         if try api.barrier.status().initialized {
-            let password = SecureBytes(copying: try readFile(passwordPath))
-            try api.unseal(password: password)
-            return try? String(decoding: readFile(dataDir + "/dev-token"), as: UTF8.self)
+            try api.unseal(password: SecureBytes(copying: try readFile(passwordPath)))
+            return try api.tokens.create(for: "admin").token
         }
         let password = Base64URL.encode(randomBytes(18))
+        let adminPassword = Base64URL.encode(randomBytes(18))
         try writeFile(passwordPath, Array(password.utf8), mode: 0o600)
-        try api.barrier.initialize(password: SecureBytes(copying: Array(password.utf8)), parameters: argon2 ?? .recommended)
-        let token = try api.tokens.create(for: Caller(name: "admin", roles: ["admin"], isAdmin: true), ttlSeconds: nil)
-        try writeFile(dataDir + "/dev-token", Array(token.utf8), mode: 0o600)
+        try writeFile(adminPath, Array(adminPassword.utf8), mode: 0o600)
+        let (token, _) = try api.initialize(password: SecureBytes(copying: Array(password.utf8)),
+                                            parameters: argon2 ?? .recommended, adminUsername: "admin",
+                                            adminPassword: adminPassword)
         for type in api.loadedEngineTypes {
             _ = try api.createMount(name: type, type: type)
             logger.info("mounted", ["mount.name": type])

@@ -60,3 +60,30 @@ public enum Argon2id {
         return out
     }
 }
+
+extension Argon2id {
+    /// A password hash in the PHC string format (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), with a fresh
+    /// 16-byte salt and a 32-byte hash.
+    public static func hashPassword(_ password: some ByteView, parameters: Argon2Parameters) throws -> String {
+        if let problem = parameters.problem() { throw CryptoError(.invalidInput, problem) }
+        let salt = randomBytes(16)
+        let length = argon2_encodedlen(parameters.time, parameters.memoryKiB, parameters.lanes, 16, 32, Argon2_id)
+        var encoded = [CChar](repeating: 0, count: length + 1)
+        let rc: Int32 = password.withUnsafeBytes { pwd in
+            argon2id_hash_encoded(parameters.time, parameters.memoryKiB, parameters.lanes, pwd.baseAddress, pwd.count,
+                                  salt, salt.count, 32, &encoded, encoded.count)
+        }
+        guard rc == ARGON2_OK.rawValue else {
+            throw CryptoError(.library, "argon2id failed: \(String(cString: argon2_error_message(rc)))")
+        }
+        return String(decoding: encoded.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// True if `password` matches the PHC-format `encoded` hash. Malformed hashes never match.
+    public static func verifyPassword(_ password: some ByteView, encoded: String) -> Bool {
+        guard encoded.hasPrefix("$argon2id$") else { return false }
+        return password.withUnsafeBytes { pwd in
+            argon2id_verify(encoded, pwd.baseAddress, pwd.count) == ARGON2_OK.rawValue
+        }
+    }
+}

@@ -10,21 +10,31 @@ public protocol Authorizer: Sendable {
     func allows(_ caller: Caller, action: String, resource: String) -> Bool
 }
 
-/// Until policy rules exist, only administrators pass (default deny for everyone else).
-public struct AdminOnlyAuthorizer: Authorizer {
-    public init() {}
-    public func allows(_ caller: Caller, action: String, resource: String) -> Bool { caller.isAdmin }
-}
-
 /// The one request pipeline. Every route, host or engine, typed or generic, passes through
-/// ``handle(_:)`` in the same order: body limit, route match, sealed check, authentication,
-/// authorization, the handler, and a JSON response (audit #23, #69).
+/// ``handle(_:)`` in the same order (audit #23, #69): body limit, route match, sealed check,
+/// authentication, authorization, rate limit, audit of the request, the handler, audit of the outcome,
+/// and a JSON response.
 public final class API: Sendable {
+    /// What the API is configured with beyond its collaborators.
+    public struct Settings: Sendable {
+        /// Argon2id cost for account passwords (login cost).
+        public var passwordArgon2: Argon2Parameters = Argon2Parameters(time: 2, memoryKiB: 19 * 1024, lanes: 1)
+        public var tokenTTLSeconds: Int64 = 12 * 3600
+        /// Per caller identity, over engine operations.
+        public var identityLimit = RateLimiter.Limit(rate: 200, burst: 400)
+        /// Per mount, over engine operations; rate 0 disables.
+        public var mountLimit = RateLimiter.Limit(rate: 0, burst: 0)
+
+        public init() {}
+    }
+
     struct Context {
         let request: HTTPRequest
         let requestID: String
         let caller: Caller
+        let token: String?
         let parameters: [String: String]
+        let trace: Trace
     }
 
     struct HostRoute {
@@ -32,27 +42,48 @@ public final class API: Sendable {
         let handler: @Sendable (API, Context) throws -> HTTPResponse
     }
 
+    /// What the pipeline learns about a request, for its audit lines.
+    final class Trace {
+        var caller = Caller.anonymous
+        var operation = "-"
+        var mount: String?
+        var resource: String?
+        var audited = true
+    }
+
     let barrier: Barrier
     let mounts: Mounts
+    let accounts: AccountStore
     let tokens: TokenStore
-    let authorizer: any Authorizer
+    let policy: Policy
+    let introspection: IntrospectionProvider?
+    let audit: AuditLog?
+    let identityLimiter: RateLimiter
+    let mountLimiter: RateLimiter
+    let unsealBackoff = UnsealBackoff()
     let logger: Logger
     let engineRefusals: [EngineRefusal]
-    let reencryption: DispatchQueue = DispatchQueue(label: "metacrypt.reencrypt")
-    let now: @Sendable () -> Int64
+    let reencryption = DispatchQueue(label: "metacrypt.reencrypt")
+    let now: @Sendable () -> Double
     private let hostRoutes: [HostRoute]
 
     public init(
         barrier: Barrier, engines: [LoadedEngine], engineRefusals: [EngineRefusal], logger: Logger,
-        authorizer: any Authorizer = AdminOnlyAuthorizer(),
-        now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }
+        settings: Settings = Settings(), introspection: IntrospectionProvider? = nil, audit: AuditLog? = nil,
+        now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) {
         self.barrier = barrier
         self.mounts = Mounts(
             barrier: barrier, engines: Dictionary(engines.map { ($0.type, $0) }, uniquingKeysWith: { a, _ in a }),
             logger: logger)
-        self.tokens = TokenStore(barrier: barrier, now: now)
-        self.authorizer = authorizer
+        let seconds: @Sendable () -> Int64 = { Int64(now()) }
+        self.accounts = AccountStore(barrier: barrier, parameters: settings.passwordArgon2, now: seconds)
+        self.tokens = TokenStore(barrier: barrier, accounts: accounts, ttlSeconds: settings.tokenTTLSeconds, now: seconds)
+        self.policy = Policy(barrier: barrier)
+        self.introspection = introspection
+        self.audit = audit
+        self.identityLimiter = RateLimiter(limit: settings.identityLimit)
+        self.mountLimiter = RateLimiter(limit: settings.mountLimit)
         self.logger = logger
         self.engineRefusals = engineRefusals
         self.now = now
@@ -66,22 +97,36 @@ public final class API: Sendable {
 
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         let requestID = Hex.encode(randomBytes(8))
+        let trace = Trace()
         var response: HTTPResponse
+        var errorCode: String?
         do {
-            response = try route(request, requestID: requestID)
+            response = try route(request, requestID: requestID, trace: trace)
         } catch {
             let apiError = APIError.from(error)
             if apiError.status >= 500 && apiError.status != 503 {
                 logger.error("request failed", ["request.id": requestID, "path": request.path, "error": "\(error)"])
             }
+            errorCode = apiError.code
             response = JSON.error(apiError, requestID: requestID)
+            if apiError.status == 429, let retry = (error as? RateLimited)?.retryAfter {
+                response.headers.append(("Retry-After", String(Int(retry.rounded(.up)))))
+            }
+        }
+        // The outcome line. If it cannot be written the response has already been decided; log loudly.
+        if trace.audited {
+            do {
+                try auditLine("response", requestID, trace, status: response.status, error: errorCode)
+            } catch {
+                logger.error("audit log write failed for an outcome", ["request.id": requestID, "error": "\(error)"])
+            }
         }
         response.headers.append(("X-Request-Id", requestID))
         response.headers.append(("Cache-Control", "no-store"))
         return response
     }
 
-    private func route(_ request: HTTPRequest, requestID: String) throws -> HTTPResponse {
+    private func route(_ request: HTTPRequest, requestID: String, trace: Trace) throws -> HTTPResponse {
         // Body limit (the server stopped reading at the limit).
         if request.bodyTooLarge { throw APIError(413, "too_large", "the request body exceeds the limit") }
 
@@ -91,23 +136,23 @@ public final class API: Sendable {
             let rest = Array(segments.dropFirst())
             var methodMismatch = false
             for route in hostRoutes {
-                guard let parameters = route.spec.match(rest[...].map { $0 }) else { continue }
+                guard let parameters = route.spec.match(rest) else { continue }
                 guard route.spec.method == request.method else { methodMismatch = true; continue }
-                return try run(route.spec, request, requestID, parameters, mountName: nil) { context in
+                return try run(route.spec, request, requestID, parameters, mount: nil, trace: trace) { context in
                     try route.handler(self, context)
                 }
             }
             if methodMismatch { throw APIError(405, "method_not_allowed", "\(request.method) is not allowed here") }
             if rest.count >= 3 {
                 return try engineRoute(type: String(rest[0]), mount: String(rest[1]), rest: Array(rest[2...]),
-                                       request: request, requestID: requestID)
+                                       request: request, requestID: requestID, trace: trace)
             }
         }
         throw APIError.notFound("no route for \(request.method) \(request.path)")
     }
 
     private func engineRoute(
-        type: String, mount mountName: String, rest: [Substring], request: HTTPRequest, requestID: String
+        type: String, mount mountName: String, rest: [Substring], request: HTTPRequest, requestID: String, trace: Trace
     ) throws -> HTTPResponse {
         guard let mount = mounts.mount(named: mountName), mount.record.type == type else {
             if barrier.isSealed && mounts.engines[type] != nil { throw APIError.sealed }
@@ -118,7 +163,7 @@ public final class API: Sendable {
             guard let parameters = spec.match(rest) else { continue }
             guard spec.method == request.method else { methodMismatch = true; continue }
             return try callEngine(mount: mount, spec: spec, request: request, requestID: requestID,
-                                  parameters: parameters, body: request.body)
+                                  parameters: parameters, body: request.body, trace: trace)
         }
         if methodMismatch { throw APIError(405, "method_not_allowed", "\(request.method) is not allowed here") }
         throw APIError.notFound("no route for \(request.method) \(request.path)")
@@ -127,54 +172,100 @@ public final class API: Sendable {
     /// Calls an engine route through the same steps as every other route.
     func callEngine(
         mount: Mount, spec: RouteSpec, request: HTTPRequest, requestID: String, parameters: [String: String],
-        body: [UInt8]
+        body: [UInt8], trace: Trace
     ) throws -> HTTPResponse {
-        try run(spec, request, requestID, parameters, mountName: mount.record.name) { context in
+        try run(spec, request, requestID, parameters, mount: mount, trace: trace) { context in
             let caller = context.caller
             let prefix = "\(mount.record.type)/\(mount.record.name)/"
             return try mount.handle(
                 route: spec, method: request.method, requestID: requestID, caller: caller, parameters: parameters,
                 query: request.query, body: body, accept: request.headers["accept"] ?? "",
-                authorize: { [authorizer] action, resource in
+                authorize: { [policy] action, resource in
                     // Finer questions from the engine, always inside the mount's namespace.
-                    guard Names.storageKeyProblem(Array(resource.utf8)) == nil else { return false }
-                    return authorizer.allows(caller, action: action, resource: prefix + resource)
+                    guard ResourcePattern.segments(resource) != nil else { return false }
+                    return policy.allows(caller, action: action, resource: prefix + resource)
                 })
         }
     }
 
-    /// The common steps: sealed check, authentication, authorization, then the handler.
+    /// The common steps after route match.
     private func run(
         _ spec: RouteSpec, _ request: HTTPRequest, _ requestID: String, _ parameters: [String: String],
-        mountName: String?, _ handler: (Context) throws -> HTTPResponse
+        mount: Mount?, trace: Trace, _ handler: (Context) throws -> HTTPResponse
     ) throws -> HTTPResponse {
+        trace.operation = mount.map { "\($0.record.type).\(spec.operation)" } ?? "sys.\(spec.operation)"
+        trace.mount = mount?.record.name
+        // Health and status are polled constantly and carry no caller: not audited.
+        trace.audited = !(mount == nil && (spec.operation == "health" || spec.operation == "status"))
+        let resource = spec.renderResource(parameters).map { relative in
+            mount.map { "\($0.record.type)/\($0.record.name)/\(relative)" } ?? relative
+        }
+        trace.resource = resource
+
         // Sealed? Only routes declared available while sealed go on.
         if spec.sealed != true && barrier.isSealed { throw APIError.sealed }
 
         // Authenticate.
         var caller = Caller.anonymous
+        var token: String?
         if spec.access != .public {
             guard let header = request.headers["authorization"], header.hasPrefix("Bearer ") else {
                 throw APIError.unauthenticated
             }
-            guard let found = try tokens.lookup(String(header.dropFirst(7))) else { throw APIError.unauthenticated }
+            let presented = String(header.dropFirst(7))
+            guard let found = try authenticate(presented) else { throw APIError.unauthenticated }
             caller = found
+            token = presented
+            trace.caller = found
         }
 
         // Authorize: admin routes need an admin; authenticated routes need policy for action and resource.
         switch spec.access {
-        case .public: break
+        case .public, .token: break
         case .admin:
             guard caller.isAdmin else { throw APIError.forbidden }
         case .authenticated:
-            guard let action = spec.action, let relative = spec.renderResource(parameters) else { throw APIError.forbidden }
-            let resource = mountName.map { name in
-                "\(mounts.mount(named: name)?.record.type ?? "")/\(name)/\(relative)"
-            } ?? relative
-            guard authorizer.allows(caller, action: action, resource: resource) else { throw APIError.forbidden }
+            guard let action = spec.action, let resource, policy.allows(caller, action: action, resource: resource) else {
+                throw APIError.forbidden
+            }
         }
 
-        return try handler(Context(request: request, requestID: requestID, caller: caller, parameters: parameters))
+        // Rate limits on engine operations: per identity, then per mount (audit #21).
+        if let mount {
+            let time = now()
+            if let wait = identityLimiter.take("user:" + caller.name, now: time) { throw RateLimited(retryAfter: wait) }
+            if let wait = mountLimiter.take(mount.record.name, now: time) { throw RateLimited(retryAfter: wait) }
+        }
+
+        // Audit the request before acting on it: no line, no action (fail closed).
+        if trace.audited {
+            do {
+                try auditLine("request", requestID, trace, status: nil, error: nil)
+            } catch {
+                logger.error("audit log write failed; refusing the request", ["request.id": requestID, "error": "\(error)"])
+                throw APIError(503, "audit_unavailable", "the audit log cannot be written; the request was not performed")
+            }
+        }
+
+        return try handler(Context(request: request, requestID: requestID, caller: caller, token: token,
+                                   parameters: parameters, trace: trace))
+    }
+
+    /// Local tokens first (they carry a prefix); anything else goes to the identity provider, if any.
+    func authenticate(_ token: String) throws -> Caller? {
+        if token.hasPrefix(TokenStore.tokenPrefix) { return try tokens.lookup(token) }
+        guard let introspection, token.utf8.count <= 4096, token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+            return nil
+        }
+        return try introspection.lookup(token)
+    }
+
+    func auditLine(_ type: String, _ requestID: String, _ trace: Trace, status: Int?, error: String?) throws {
+        guard let audit else { return }
+        try audit.append(AuditEvent(
+            time: Date(timeIntervalSince1970: now()).formatted(.iso8601), type: type, requestID: requestID,
+            caller: trace.caller.name, roles: trace.caller.roles, mount: trace.mount, operation: trace.operation,
+            resource: trace.resource, status: status, error: error, prev: ""))
     }
 
     /// Splits and checks a request path: no empty, "." or ".." segments, no control bytes.
@@ -222,9 +313,18 @@ public final class API: Sendable {
 
     // MARK: - Lifecycle used by routes and by the server
 
-    /// Unseals the barrier and starts every mount; resumes any unfinished re-encryption.
+    /// Unseals the barrier, loads policy and starts every mount; resumes unfinished re-encryption.
+    /// Failed attempts back off after the third.
     public func unseal(password: SecureBytes) throws {
-        try barrier.unseal(password: password)
+        if let wait = unsealBackoff.check(now: now()) { throw RateLimited(retryAfter: wait) }
+        do {
+            try barrier.unseal(password: password)
+        } catch let error as BarrierError where error.code == .unsealFailed {
+            unsealBackoff.failed(now: now())
+            throw error
+        }
+        unsealBackoff.succeeded()
+        try policy.load()
         try mounts.activateAll()
         for keyID in (try? barrier.keysNeedingReencryption()) ?? [] { scheduleReencryption(keyID) }
     }
@@ -232,7 +332,18 @@ public final class API: Sendable {
     /// Stops every mount (waiting for their requests in flight), then seals the barrier.
     public func seal() {
         mounts.deactivateAll()
+        policy.clear()
         barrier.seal()
+    }
+
+    /// Initialises the barrier and creates the first administrator account. Returns a token for it.
+    public func initialize(password: SecureBytes, parameters: Argon2Parameters, adminUsername: String,
+                           adminPassword: String) throws -> (token: String, expiresAt: Int64) {
+        let username = try AccountStore.username(adminUsername)
+        try AccountStore.validatePassword(adminPassword)
+        try barrier.initialize(password: password, parameters: parameters)
+        _ = try accounts.create(username: username, password: adminPassword, roles: [.admin])
+        return try tokens.create(for: username)
     }
 
     public func createMount(name: String, type: String) throws -> MountRecord {
@@ -251,4 +362,9 @@ public final class API: Sendable {
             }
         }
     }
+}
+
+/// A rate limit or back-off refused the request: 429 with Retry-After.
+struct RateLimited: Error {
+    let retryAfter: Double
 }

@@ -40,6 +40,8 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
             case .busy: return APIError(409, "conflict", e.reason)
             case .keyLoadFailed, .corrupt: return APIError(500, "storage_corrupt", e.reason)
             }
+        case let e as RateLimited:
+            return APIError(429, "rate_limited", "too many requests; retry in \(Int(e.retryAfter.rounded(.up))) s")
         case let e as StorageError where e.code == .busy:
             return APIError(503, "storage_busy", "storage is busy; try again")
         default:

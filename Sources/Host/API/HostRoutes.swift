@@ -6,6 +6,52 @@ extension API {
     struct InitBody: Decodable {
         let password: String
         let argon2: Argon2Parameters?
+        let adminUsername: String?
+        let adminPassword: String?
+
+        enum CodingKeys: String, CodingKey {
+            case password, argon2
+            case adminUsername = "admin_username"
+            case adminPassword = "admin_password"
+        }
+    }
+
+    struct LoginBody: Decodable {
+        let username: String
+        let password: String
+    }
+
+    struct AccountBody: Decodable {
+        let password: String?
+        let roles: [Role]?
+        let disabled: Bool?
+    }
+
+    struct TokenAnswer: Encodable {
+        let token: String
+        let expiresAt: Int64
+        let username: String
+        enum CodingKeys: String, CodingKey {
+            case token, username
+            case expiresAt = "expires_at"
+        }
+    }
+
+    struct InitAnswer: Encodable {
+        let adminUsername: String
+        let adminPassword: String?
+        let adminToken: String
+        enum CodingKeys: String, CodingKey {
+            case adminUsername = "admin_username"
+            case adminPassword = "admin_password"
+            case adminToken = "admin_token"
+        }
+    }
+
+    struct WhoAmI: Encodable {
+        let username: String
+        let roles: [String]
+        let admin: Bool
     }
 
     struct PasswordBody: Decodable {
@@ -59,11 +105,82 @@ extension API {
                 let body = try JSON.decode(InitBody.self, from: context.request.body)
                 // XXX: the password arrived in a Swift String that cannot be wiped; the copy below is.
                 let password = SecureBytes(copying: Array(body.password.utf8))
-                try api.barrier.initialize(password: password, parameters: body.argon2 ?? .recommended)
-                let token = try api.tokens.create(
-                    for: Caller(name: "admin", roles: ["admin"], isAdmin: true), ttlSeconds: nil)
+                let generated = body.adminPassword == nil ? Base64URL.encode(randomBytes(18)) : nil
+                let username = body.adminUsername ?? "admin"
+                let (token, _) = try api.initialize(
+                    password: password, parameters: body.argon2 ?? .recommended, adminUsername: username,
+                    adminPassword: body.adminPassword ?? generated!)
                 api.logger.info("initialized and unsealed")
-                return JSON.response(200, ["admin_token": token])
+                return JSON.response(200, InitAnswer(adminUsername: Usernames.normalise(username) ?? username,
+                                                     adminPassword: generated, adminToken: token))
+            },
+            route("login", "POST", "auth/login", .public) { api, context in
+                let body = try JSON.decode(LoginBody.self, from: context.request.body)
+                guard let caller = try api.accounts.authenticate(username: body.username, password: body.password) else {
+                    throw APIError(401, "invalid_credentials", "wrong username or password")
+                }
+                context.trace.caller = caller
+                let (token, expiresAt) = try api.tokens.create(for: caller.name)
+                return JSON.response(200, TokenAnswer(token: token, expiresAt: expiresAt, username: caller.name))
+            },
+            route("logout", "POST", "auth/logout", .token) { api, context in
+                if let token = context.token { try api.tokens.revoke(token) }
+                return JSON.response(200, ["logged_out": true])
+            },
+            route("whoami", "GET", "auth/whoami", .token) { _, context in
+                JSON.response(200, WhoAmI(username: context.caller.name, roles: context.caller.roles,
+                                          admin: context.caller.isAdmin))
+            },
+            route("list-accounts", "GET", "sys/accounts", .admin) { api, _ in
+                JSON.response(200, ["accounts": try api.accounts.list()])
+            },
+            route("read-account", "GET", "sys/accounts/{username}", .admin) { api, context in
+                let name = context.parameters["username"] ?? ""
+                guard let account = try api.accounts.get(name) else { throw APIError.notFound("no account named \(name)") }
+                return JSON.response(200, api.accounts.summary(account))
+            },
+            route("create-account", "POST", "sys/accounts/{username}", .admin) { api, context in
+                let body = try JSON.decode(AccountBody.self, from: context.request.body)
+                guard let password = body.password else { throw APIError.badRequest("missing field password") }
+                let summary = try api.accounts.create(username: context.parameters["username"] ?? "", password: password,
+                                                      roles: body.roles ?? [.user])
+                return JSON.response(201, summary)
+            },
+            route("update-account", "PATCH", "sys/accounts/{username}", .admin) { api, context in
+                let body = try JSON.decode(AccountBody.self, from: context.request.body)
+                return JSON.response(200, try api.accounts.update(
+                    context.parameters["username"] ?? "", password: body.password, roles: body.roles, disabled: body.disabled))
+            },
+            route("delete-account", "DELETE", "sys/accounts/{username}", .admin) { api, context in
+                let name = context.parameters["username"] ?? ""
+                guard try api.accounts.delete(name) else { throw APIError.notFound("no account named \(name)") }
+                return JSON.response(200, ["deleted": name])
+            },
+            route("list-policy-rules", "GET", "sys/policy/rules", .admin) { api, _ in
+                JSON.response(200, ["rules": api.policy.list()])
+            },
+            route("read-policy-rule", "GET", "sys/policy/rules/{id}", .admin) { api, context in
+                let id = context.parameters["id"] ?? ""
+                guard let rule = api.policy.get(id) else { throw APIError.notFound("no policy rule \(id)") }
+                return JSON.response(200, rule)
+            },
+            route("write-policy-rule", "PUT", "sys/policy/rules/{id}", .admin) { api, context in
+                var rule = try JSON.decode(PolicyRule.self, from: context.request.body)
+                let id = context.parameters["id"] ?? ""
+                guard rule.id.isEmpty || rule.id == id else { throw APIError.badRequest("the body's id differs from the path's") }
+                rule.id = id
+                rule.users = try rule.users.map { user in
+                    guard let name = Usernames.normalise(user) else { throw APIError.badRequest("invalid username \(user) in users") }
+                    return name
+                }
+                try api.policy.put(rule)
+                api.logger.info("policy rule written", ["policy.rule": id])
+                return JSON.response(200, rule)
+            },
+            route("delete-policy-rule", "DELETE", "sys/policy/rules/{id}", .admin) { api, context in
+                let id = context.parameters["id"] ?? ""
+                guard try api.policy.delete(id) else { throw APIError.notFound("no policy rule \(id)") }
+                return JSON.response(200, ["deleted": id])
             },
             route("unseal", "POST", "sys/unseal", .public, sealed: true) { api, context in
                 let body = try JSON.decode(PasswordBody.self, from: context.request.body)
@@ -143,7 +260,8 @@ extension API {
                 }
                 let inner = try body.body.map { try JSONEncoder().encode($0) }.map { Array($0) } ?? []
                 return try api.callEngine(mount: mount, spec: spec, request: context.request,
-                                          requestID: context.requestID, parameters: parameters, body: inner)
+                                          requestID: context.requestID, parameters: parameters, body: inner,
+                                          trace: context.trace)
             },
         ]
     }

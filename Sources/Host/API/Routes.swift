@@ -2,6 +2,8 @@
 public enum Access: String, Codable, Sendable {
     /// Anyone, without a token.
     case `public`
+    /// Any valid token, without a policy question (whoami, logout).
+    case token
     /// Any authenticated caller allowed by policy for the route's action and resource.
     case authenticated
     /// Administrators only.

@@ -7,59 +7,77 @@ public struct Caller: Sendable, Equatable {
     public var roles: [String]
     public var isAdmin: Bool
 
+    public init(name: String, roles: [String], isAdmin: Bool) {
+        self.name = name
+        self.roles = roles
+        self.isAdmin = isAdmin
+    }
+
     public static let anonymous = Caller(name: "", roles: [], isAdmin: false)
 }
 
-/// Opaque bearer tokens, kept in the barrier only as their SHA-256 (a token is 256 random bits, so a
-/// fast hash suffices: there is nothing to brute-force).
+/// Opaque bearer tokens for local accounts, kept in the barrier only as their SHA-256 (a token is 256
+/// random bits, so a fast hash suffices: there is nothing to guess). A token names its account; the
+/// account's current roles and state apply at every use, so disabling an account or changing its roles
+/// takes effect at once.
 public final class TokenStore: Sendable {
     static let prefix = "sys/tokens/"
     static let tokenPrefix = "mct."
 
     struct Record: Codable {
-        var name: String
-        var roles: [String]
-        var admin: Bool
+        var username: String
         var createdAt: Int64
-        /// Unix seconds; nil never expires.
-        var expiresAt: Int64?
+        /// Unix seconds.
+        var expiresAt: Int64
 
         enum CodingKeys: String, CodingKey {
-            case name, roles, admin
+            case username
             case createdAt = "created_at"
             case expiresAt = "expires_at"
         }
     }
 
     let barrier: Barrier
+    let accounts: AccountStore
+    let ttlSeconds: Int64
     let now: @Sendable () -> Int64
 
-    init(barrier: Barrier, now: @escaping @Sendable () -> Int64) {
+    init(barrier: Barrier, accounts: AccountStore, ttlSeconds: Int64, now: @escaping @Sendable () -> Int64) {
         self.barrier = barrier
+        self.accounts = accounts
+        self.ttlSeconds = ttlSeconds
         self.now = now
     }
 
-    /// Creates a token; returns it. Only its hash is stored.
-    public func create(for caller: Caller, ttlSeconds: Int64?) throws -> String {
+    /// Creates a token for `username`; returns it and its expiry. Only its hash is stored.
+    public func create(for username: String) throws -> (token: String, expiresAt: Int64) {
         let token = Self.tokenPrefix + Base64URL.encode(randomBytes(32))
-        let record = Record(name: caller.name, roles: caller.roles, admin: caller.isAdmin, createdAt: now(),
-                            expiresAt: ttlSeconds.map { now() + $0 })
+        let record = Record(username: username, createdAt: now(), expiresAt: now() + ttlSeconds)
         try barrier.put(Self.path(token), value: JSON.encode(record), keyID: Barrier.systemKeyID)
-        return token
+        return (token, record.expiresAt)
     }
 
-    /// The caller a token stands for, or nil if it is unknown or expired.
+    /// The caller a token stands for, or nil if it is unknown, expired, or its account is gone or disabled.
     public func lookup(_ token: String) throws -> Caller? {
         guard token.hasPrefix(Self.tokenPrefix), token.utf8.count < 200 else { return nil }
-        guard let bytes = try barrier.get(Self.path(token)) else { return nil }
-        guard let record = try? JSONDecoder().decode(Record.self, from: Data(bytes.unsafeArray())) else { return nil }
-        if let expiry = record.expiresAt, expiry <= now() { return nil }
-        return Caller(name: record.name, roles: record.roles, isAdmin: record.admin)
+        guard let bytes = try barrier.get(Self.path(token)),
+              let record = try? JSONDecoder().decode(Record.self, from: Data(bytes.unsafeArray()))
+        else { return nil }
+        guard record.expiresAt > now() else {
+            _ = try? barrier.delete(Self.path(token))
+            return nil
+        }
+        guard let account = try accounts.get(record.username), !account.disabled else { return nil }
+        return account.caller
     }
 
     public func revoke(_ token: String) throws {
+        guard token.hasPrefix(Self.tokenPrefix) else { return }
         try barrier.delete(Self.path(token))
     }
+
+    /// A short, non-reversible label for a token, safe for logs.
+    static func label(_ token: String) -> String { String(Hex.encode(SHA256.hash(Array(token.utf8))).prefix(12)) }
 
     static func path(_ token: String) -> String { prefix + Hex.encode(SHA256.hash(Array(token.utf8))) }
 }

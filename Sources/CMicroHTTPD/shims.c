@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 
@@ -18,6 +19,17 @@ uint16_t mc_mhd_bound_port(struct MHD_Daemon *daemon) {
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
     return info == NULL ? 0 : info->port;
+}
+
+static size_t identity_unescape(void *cls, struct MHD_Connection *connection,
+                                char *text) {
+    (void)cls;
+    (void)connection;
+    return strlen(text);
+}
+
+void *mc_mhd_identity_unescape_callback(void) {
+    return (void *)&identity_unescape;
 }
 
 static void nodelay(void *cls, struct MHD_Connection *connection,

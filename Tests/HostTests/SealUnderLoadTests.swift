@@ -19,10 +19,10 @@ struct SealUnderLoadTests {
         let succeeded = Atomic<Int>(0)
         let sealedErrors = Atomic<Int>(0)
         let unexpected = Mutex<[String]>([])
-        let group = DispatchGroup()
+        var threads: [pthread_t] = []
 
         for worker in 0..<8 {
-            DispatchQueue.global().async(group: group) {
+            threads.append(startThread {
                 var i = worker
                 while !stop.load(ordering: .relaxed) {
                     let n = i % 64
@@ -40,17 +40,21 @@ struct SealUnderLoadTests {
                     }
                     i += 8
                 }
-            }
+            })
         }
 
-        for _ in 0..<25 {
+        // Seal and unseal at least 25 times, and until the load has met both states (bounded in time).
+        var cycles = 0
+        while cycles < 25 || (succeeded.load(ordering: .relaxed) == 0 || sealedErrors.load(ordering: .relaxed) == 0)
+            && cycles < 5_000 {
             usleep(2_000)
             barrier.seal()
             usleep(1_000)
             try barrier.unseal(password: testPassword)
+            cycles += 1
         }
         stop.store(true, ordering: .relaxed)
-        group.wait()
+        for thread in threads { pthread_join(thread, nil) }
 
         #expect(unexpected.withLock { $0 }.isEmpty, "\(unexpected.withLock { $0.prefix(5) })")
         #expect(succeeded.load(ordering: .relaxed) > 0)
@@ -59,3 +63,17 @@ struct SealUnderLoadTests {
 }
 
 private func value(_ n: Int) -> [UInt8] { Array("value number \(n) with some padding".utf8) }
+
+/// A plain POSIX thread, so the load does not depend on a shared thread pool being free.
+func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+    var thread = pthread_t()
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    let rc = pthread_create(&thread, nil, { raw in
+        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+        box.body()
+        return nil
+    }, box)
+    precondition(rc == 0, "pthread_create failed")
+    return thread
+}

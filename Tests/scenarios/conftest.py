@@ -113,12 +113,14 @@ class Server:
         self.stderr_path = self.dir / "stderr.log"
 
     def start(self):
+        # Only lines written by this process count: a restart appends to the same log.
+        self.log_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         self.stderr_file = open(self.stderr_path, "ab")
         self.process = subprocess.Popen([str(self.binary), "server", "--config", str(self.config_path)],
                                         stdout=subprocess.DEVNULL, stderr=self.stderr_file)
         deadline = time.time() + 20
         while time.time() < deadline:
-            match = re.findall(r"listening address=https://127\.0\.0\.1:(\d+)", self.stderr())
+            match = re.findall(r"listening address=https://127\.0\.0\.1:(\d+)", self.stderr()[self.log_offset:])
             if match:
                 self.port = int(match[-1])
                 return self

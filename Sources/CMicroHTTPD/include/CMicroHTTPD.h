@@ -15,6 +15,11 @@ struct MHD_Daemon *mc_mhd_start(unsigned int flags,
                                 MHD_AccessHandlerCallback handler, void *cls,
                                 struct MHD_OptionItem *options);
 
+/* An unescape callback that leaves text as it arrived: the API decodes the
+ * path segment by segment itself, so that %2F, %00 and friends cannot change
+ * how a path splits or where it ends. */
+void *mc_mhd_identity_unescape_callback(void);
+
 /* The listening port of a running daemon, or 0. */
 uint16_t mc_mhd_bound_port(struct MHD_Daemon *daemon);
 

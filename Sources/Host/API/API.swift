@@ -129,6 +129,7 @@ public final class API: Sendable {
     private func route(_ request: HTTPRequest, requestID: String, trace: Trace) throws -> HTTPResponse {
         // Body limit (the server stopped reading at the limit).
         if request.bodyTooLarge { throw APIError(413, "too_large", "the request body exceeds the limit") }
+        if request.malformedQuery { throw APIError.badRequest("the query string has a malformed escape") }
 
         // Route match: host routes first, then /v1/<type>/<mount>/... from the engines' tables.
         let segments = try Self.pathSegments(request.path)
@@ -148,7 +149,7 @@ public final class API: Sendable {
                                        request: request, requestID: requestID, trace: trace)
             }
         }
-        throw APIError.notFound("no route for \(request.method) \(request.path)")
+        throw APIError.notFound("no route for \(request.method) /\(segments.joined(separator: "/"))")
     }
 
     private func engineRoute(
@@ -166,7 +167,7 @@ public final class API: Sendable {
                                   parameters: parameters, body: request.body, trace: trace)
         }
         if methodMismatch { throw APIError(405, "method_not_allowed", "\(request.method) is not allowed here") }
-        throw APIError.notFound("no route for \(request.method) \(request.path)")
+        throw APIError.notFound("no route for \(request.method) \(type)/\(mountName)/\(rest.joined(separator: "/"))")
     }
 
     /// Calls an engine route through the same steps as every other route.
@@ -268,15 +269,23 @@ public final class API: Sendable {
             resource: trace.resource, status: status, error: error, prev: ""))
     }
 
-    /// Splits and checks a request path: no empty, "." or ".." segments, no control bytes.
+    /// Splits a raw request path on '/', then percent-decodes each segment on its own, so an encoded '/'
+    /// or NUL can neither add a segment nor cut the path short. Refuses empty, "." and ".." segments
+    /// (encoded or not), segments holding '/', and control bytes.
     static func pathSegments(_ path: String) throws -> [Substring] {
         guard path.hasPrefix("/"), path.utf8.count <= 2048 else { throw APIError.badRequest("invalid request path") }
-        guard path.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7f }) else {
-            throw APIError.badRequest("the request path contains control characters")
-        }
-        let segments = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
-        for segment in segments where segment.isEmpty || segment == "." || segment == ".." {
-            throw APIError.badRequest("the request path has an empty, '.' or '..' segment")
+        var segments: [Substring] = []
+        for raw in path.dropFirst().split(separator: "/", omittingEmptySubsequences: false) {
+            guard let segment = percentDecode(raw) else {
+                throw APIError.badRequest("the request path has a malformed percent escape")
+            }
+            guard segment.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7f }) else {
+                throw APIError.badRequest("the request path contains control characters")
+            }
+            guard !segment.isEmpty, segment != ".", segment != "..", !segment.contains("/") else {
+                throw APIError.badRequest("the request path has an empty, '.', '..' or encoded '/' segment")
+            }
+            segments.append(Substring(segment))
         }
         return segments
     }

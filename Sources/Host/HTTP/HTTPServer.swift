@@ -5,17 +5,21 @@ import Synchronization
 /// One HTTP request as the server hands it to the API.
 public struct HTTPRequest: Sendable {
     public var method: String
-    /// The path, percent-decoded by libmicrohttpd, without the query string.
+    /// The path as it arrived, still percent-encoded, without the query string.
     public var path: String
+    /// Query arguments, decoded.
     public var query: [String: String]
     /// Header names lowercased.
     public var headers: [String: String]
     public var body: [UInt8]
     /// Set when the body exceeded the limit; `body` is then empty.
     public var bodyTooLarge: Bool
+    /// Set when a query argument had a malformed escape.
+    public var malformedQuery: Bool
 
     public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:],
-                body: [UInt8] = [], bodyTooLarge: Bool = false) {
+                body: [UInt8] = [], bodyTooLarge: Bool = false, malformedQuery: Bool = false) {
+        self.malformedQuery = malformedQuery
         self.method = method
         self.path = path
         self.query = query
@@ -131,9 +135,10 @@ public final class HTTPServer: @unchecked Sendable {
                     item(MHD_OPTION.CONNECTION_MEMORY_LIMIT, value: configuration.headerMemoryBytes),
                     item(MHD_OPTION.CONNECTION_TIMEOUT, value: configuration.connectionTimeoutSeconds),
                     item(MHD_OPTION.CONNECTION_LIMIT, value: configuration.maxConnections),
-                    item(MHD_OPTION.NOTIFY_COMPLETED, pointer: unsafeBitCast(requestCompleted, to: UnsafeMutableRawPointer.self),
-                         extra: cls),
-                    item(MHD_OPTION.NOTIFY_CONNECTION, pointer: mc_mhd_nodelay_callback()),
+                    item(MHD_OPTION.NOTIFY_COMPLETED,
+                         function: unsafeBitCast(requestCompleted, to: UnsafeMutableRawPointer.self), closure: cls),
+                    item(MHD_OPTION.NOTIFY_CONNECTION, function: mc_mhd_nodelay_callback()),
+                    item(MHD_OPTION.UNESCAPE_CALLBACK, function: mc_mhd_identity_unescape_callback()),
                     item(MHD_OPTION.END, value: 0),
                 ]
                 return options.withUnsafeMutableBufferPointer { opts in
@@ -177,13 +182,14 @@ public final class HTTPServer: @unchecked Sendable {
     fileprivate func requestFinished() { inFlight.subtract(1, ordering: .releasing) }
 }
 
-private func item(_ option: MHD_OPTION, value: Int = 0, pointer: UnsafeMutableRawPointer? = nil,
-                  extra: UnsafeMutableRawPointer? = nil) -> MHD_OptionItem {
-    // NOTIFY_COMPLETED takes the callback in `value` and its closure in `ptr_value`.
-    if let extra {
-        return MHD_OptionItem(option: option, value: Int(bitPattern: pointer), ptr_value: extra)
-    }
-    return MHD_OptionItem(option: option, value: value, ptr_value: pointer)
+private func item(_ option: MHD_OPTION, value: Int = 0, pointer: UnsafeMutableRawPointer? = nil) -> MHD_OptionItem {
+    MHD_OptionItem(option: option, value: value, ptr_value: pointer)
+}
+
+/// Options that take a callback and its closure: in an option array the callback goes in `value`.
+private func item(_ option: MHD_OPTION, function: UnsafeMutableRawPointer?, closure: UnsafeMutableRawPointer? = nil)
+    -> MHD_OptionItem {
+    MHD_OptionItem(option: option, value: Int(bitPattern: function), ptr_value: closure)
 }
 
 private func item(_ option: MHD_OPTION, pointer: UnsafeMutablePointer<CChar>?) -> MHD_OptionItem {
@@ -194,6 +200,35 @@ private func item(_ option: MHD_OPTION, pointer: UnsafeMutablePointer<CChar>?) -
 private final class RequestState {
     var body: [UInt8] = []
     var tooLarge = false
+    /// A response was queued on the first call; later calls only drain.
+    var answered = false
+}
+
+/// Percent-decodes one path segment or query component; nil if an escape is malformed or the result is
+/// not UTF-8.
+public func percentDecode(_ text: Substring, plusAsSpace: Bool = false) -> String? {
+    var out: [UInt8] = []
+    var bytes = text.utf8.makeIterator()
+    while let b = bytes.next() {
+        if b == UInt8(ascii: "%") {
+            guard let h = bytes.next(), let l = bytes.next(), let hi = hexValue(h), let lo = hexValue(l) else { return nil }
+            out.append(hi << 4 | lo)
+        } else if plusAsSpace && b == UInt8(ascii: "+") {
+            out.append(UInt8(ascii: " "))
+        } else {
+            out.append(b)
+        }
+    }
+    return String(validating: out, as: UTF8.self)
+}
+
+private func hexValue(_ c: UInt8) -> UInt8? {
+    switch c {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+    default: nil
+    }
 }
 
 private let accessHandler: MHD_AccessHandlerCallback = {
@@ -201,21 +236,23 @@ private let accessHandler: MHD_AccessHandlerCallback = {
     guard let cls, let connection, let requestContext, let uploadDataSize else { return MHD_Result.NO }
     let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
 
-    // First call: headers only. Refuse an announced oversized body before reading any of it.
+    // First call: headers only. Answer an announced oversized body at once, before reading any of it.
     guard let raw = requestContext.pointee else {
         let state = RequestState()
+        requestContext.pointee = Unmanaged.passRetained(state).toOpaque()
+        server.requestStarted()
         if let length = lookupHeader(connection, "Content-Length"), let n = Int(length),
            n > server.configuration.maxBodyBytes {
             state.tooLarge = true
+            state.answered = true
+            return respond(server, connection, url, method, state)
         }
-        requestContext.pointee = Unmanaged.passRetained(state).toOpaque()
-        server.requestStarted()
         return MHD_Result.YES
     }
     let state = Unmanaged<RequestState>.fromOpaque(raw).takeUnretainedValue()
 
     // Body chunks: collect up to the limit, then discard.
-    if uploadDataSize.pointee > 0 {
+    if uploadDataSize.pointee > 0 || state.answered {
         let count = uploadDataSize.pointee
         if !state.tooLarge, let uploadData {
             if state.body.count + count > server.configuration.maxBodyBytes {
@@ -232,14 +269,29 @@ private let accessHandler: MHD_AccessHandlerCallback = {
     }
 
     // Final call: hand the whole request to the API and queue its response.
-    let fullPath = url.map { String(cString: $0) } ?? "/"
+    return respond(server, connection, url, method, state)
+}
+
+private func respond(
+    _ server: HTTPServer, _ connection: OpaquePointer, _ url: UnsafePointer<CChar>?, _ method: UnsafePointer<CChar>?,
+    _ state: RequestState
+) -> MHD_Result {
+    var query: [String: String] = [:]
+    var badQuery = false
+    for (key, value) in collectValues(connection, MHD_ValueKind.GET_ARGUMENT_KIND, lowercaseKeys: false) {
+        guard let k = percentDecode(Substring(key), plusAsSpace: true),
+              let v = percentDecode(Substring(value), plusAsSpace: true)
+        else { badQuery = true; continue }
+        query[k] = v
+    }
     let request = HTTPRequest(
         method: method.map { String(cString: $0) } ?? "GET",
-        path: fullPath,
-        query: collectValues(connection, MHD_ValueKind.GET_ARGUMENT_KIND, lowercaseKeys: false),
+        path: url.map { String(cString: $0) } ?? "/",
+        query: query,
         headers: collectValues(connection, MHD_ValueKind.HEADER_KIND, lowercaseKeys: true),
         body: state.body,
-        bodyTooLarge: state.tooLarge)
+        bodyTooLarge: state.tooLarge,
+        malformedQuery: badQuery)
     let response = server.handler(request)
 
     let mhdResponse = response.body.withUnsafeBytes { bytes in

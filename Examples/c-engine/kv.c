@@ -244,6 +244,9 @@ static int handle(void *state, const mc_request *req, mc_response *resp,
     return MC_ERR_UNSUPPORTED;
 }
 
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
 static const mc_engine engine = {
     .size = sizeof(mc_engine),
     .abi_version = KV_ABI_VERSION,

@@ -206,6 +206,23 @@ struct RotationTests {
         #expect(try storage.read { try $0.entry("sys/other") }?.keyVersion == 1)
     }
 
+    @Test func anUnreadableEntryIsReportedWithoutBlockingTheOthers() throws {
+        let (barrier, storage, _) = try makeBarrier()
+        try barrier.createKey("mount:m")
+        for name in ["a", "b", "c"] { try barrier.put("engine/kv/m/\(name)", value: Array(name.utf8), keyID: "mount:m") }
+        var damaged = try #require(try storage.read { try $0.entry("engine/kv/m/b") })
+        damaged.value[damaged.value.count - 1] ^= 1
+        try storage.write { try $0.putEntry(damaged) }
+
+        try barrier.rotateKey("mount:m")
+        let error = #expect(throws: BarrierError.self) { try barrier.reencrypt("mount:m") }
+        #expect(error?.reason.contains("engine/kv/m/b") == true)
+        #expect(try storage.read { try $0.entry("engine/kv/m/a") }?.keyVersion == 2)
+        #expect(try storage.read { try $0.entry("engine/kv/m/c") }?.keyVersion == 2)
+        #expect(try storage.read { try $0.wrappedKeys() }.filter { $0.keyID == "mount:m" }.count == 2,
+                "the old version stays while an entry needs it")
+    }
+
     @Test func reencryptionNeverOverwritesAConcurrentWrite() throws {
         let (barrier, storage, _) = try makeBarrier()
         try barrier.createKey("mount:m")

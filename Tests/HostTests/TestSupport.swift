@@ -23,5 +23,5 @@ func makeBarrier(path: String = temporaryDatabasePath()) throws -> (Barrier, SQL
 
 /// Reads every raw row of barrier_entries, bypassing the barrier.
 func rawEntries(_ storage: SQLiteStorage) throws -> [StoredEntry] {
-    try storage.read { try $0.entries(keyID: Barrier.systemKeyID, below: UInt32.max, limit: 1_000_000) }
+    try storage.read { try $0.entries(keyID: Barrier.systemKeyID, below: UInt32.max, after: nil, limit: 1_000_000) }
 }

@@ -254,33 +254,54 @@ public final class Barrier: Sendable {
 
     /// Re-encrypts every entry of `keyID` still on an older version under the current one, then deletes
     /// the old versions. Each plaintext is wiped as soon as it is re-sealed (audit #47). Entries written
-    /// concurrently are never overwritten: each update is a compare-and-swap. Returns how many entries
-    /// it moved. Safe to call again after a crash: it starts over from what storage holds.
+    /// concurrently are never overwritten: each update is a compare-and-swap. An entry that fails to open
+    /// is skipped and reported, and the old version then stays (the foreign key would refuse to drop a
+    /// version still in use anyway). Returns how many entries it moved. Safe to call again after a crash:
+    /// it starts over from what storage holds.
     @discardableResult
     public func reencrypt(_ keyID: String, batchSize: Int = 256, progress: ((Int) -> Void)? = nil) throws -> Int {
         var moved = 0
+        var unreadable: [String] = []
+        var cursor: String?
         while true {
             guard let current = ring.withLock({ $0 }) else { throw BarrierError.sealed() }
             guard let (version, key) = current.current(keyID) else {
                 throw BarrierError(.unknownKey, "no data key with id \(keyID)")
             }
-            let batch = try storage.read { try $0.entries(keyID: keyID, below: version, limit: batchSize) }
-            if batch.isEmpty {
-                try retireOldVersions(keyID, below: version)
-                return moved
+            let batch = try storage.read {
+                try $0.entries(keyID: keyID, below: version, after: cursor, limit: batchSize)
             }
+            guard let last = batch.last else { break }
+            cursor = last.path
             var updates: [(StoredEntry, StoredEntry)] = []
             for stored in batch {
-                let plaintext = try open(stored, ring: current)
-                let resealed = try sealEntry(path: stored.path, plaintext: plaintext, keyID: keyID, version: version, key: key)
-                updates.append((resealed, stored))
-                // `plaintext` is wiped here, as it goes out of scope.
+                do {
+                    let plaintext = try open(stored, ring: current)
+                    updates.append((try sealEntry(path: stored.path, plaintext: plaintext, keyID: keyID,
+                                                  version: version, key: key), stored))
+                    // `plaintext` is wiped here, as it goes out of scope.
+                } catch let error as BarrierError where error.code == .corrupt {
+                    unreadable.append(stored.path)
+                }
             }
             moved += try storage.write { tx in
                 try updates.reduce(0) { count, pair in try tx.replaceEntry(pair.0, expected: pair.1) ? count + 1 : count }
             }
             progress?(moved)
         }
+        guard unreadable.isEmpty else {
+            throw BarrierError(.corrupt, "\(unreadable.count) entries of \(keyID) failed to open and keep the old key "
+                + "version: \(unreadable.prefix(5).joined(separator: ", "))")
+        }
+        // Entries written on an old ring while this ran, if any, are picked up by a fresh pass.
+        guard let current = ring.withLock({ $0 }), let (version, _) = current.current(keyID) else {
+            throw BarrierError.sealed()
+        }
+        if try storage.read({ try $0.countEntries(keyID: keyID, below: version) }) > 0 {
+            return moved + (try reencrypt(keyID, batchSize: batchSize, progress: progress))
+        }
+        try retireOldVersions(keyID, below: version)
+        return moved
     }
 
     private func retireOldVersions(_ keyID: String, below version: UInt32) throws {

@@ -75,7 +75,11 @@ public enum EngineLoader {
         // Open once, and check and hash the very file that will be loaded (no swap between check and load).
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw refuse("cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+        // Once dlopen has seen "/proc/self/fd/N", the descriptor stays open for the life of the process:
+        // the dynamic loader knows a library by that name, and a reused number would hand a later engine
+        // the earlier one's code. Engines are never unloaded, so nothing is lost.
+        var keepOpen = false
+        defer { if !keepOpen { close(fd) } }
         var info = stat()
         guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { throw refuse("not a regular file") }
         guard info.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
@@ -95,6 +99,7 @@ public enum EngineLoader {
         }
 
         // Load it; engines are never unloaded (RTLD_NODELETE), and their symbols stay private.
+        keepOpen = true
         guard let handle = dlopen("/proc/self/fd/\(fd)", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
             throw refuse("dlopen failed: \(String(cString: dlerror()))")
         }

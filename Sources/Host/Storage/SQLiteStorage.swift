@@ -384,12 +384,12 @@ struct SQLiteTransaction: StorageTransaction {
                         [.text(prefix), limitValue]) { $0.text(0) ?? "" }
     }
 
-    func entries(keyID: String, below version: UInt32, limit: Int) throws -> [StoredEntry] {
+    func entries(keyID: String, below version: UInt32, after path: String?, limit: Int) throws -> [StoredEntry] {
         try rows(
             """
             SELECT path, key_id, key_version, value FROM barrier_entries
-            WHERE key_id = ? AND key_version < ? ORDER BY path LIMIT ?
-            """, [.text(keyID), .int(Int64(version)), .int(Int64(limit))], Self.entry)
+            WHERE key_id = ? AND key_version < ? AND path > ? ORDER BY path LIMIT ?
+            """, [.text(keyID), .int(Int64(version)), .text(path ?? ""), .int(Int64(limit))], Self.entry)
     }
 
     func countEntries(keyID: String, below version: UInt32?) throws -> Int {

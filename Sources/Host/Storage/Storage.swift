@@ -87,8 +87,8 @@ public protocol StorageTransaction {
     func deleteEntries(prefix: String) throws -> Int
     /// Paths starting with `prefix`, sorted bytewise. `%` and `_` are ordinary characters (audit #43).
     func listEntries(prefix: String, limit: Int?) throws -> [String]
-    /// Entries of `keyID` sealed with a version below `version`, in path order.
-    func entries(keyID: String, below version: UInt32, limit: Int) throws -> [StoredEntry]
+    /// Entries of `keyID` sealed with a version below `version`, in path order, after `path` if given.
+    func entries(keyID: String, below version: UInt32, after path: String?, limit: Int) throws -> [StoredEntry]
     func countEntries(keyID: String, below version: UInt32?) throws -> Int
 }
 

@@ -51,10 +51,16 @@ public final class TokenStore: Sendable {
 
     /// Creates a token for `username`; returns it and its expiry. Only its hash is stored.
     public func create(for username: String) throws -> (token: String, expiresAt: Int64) {
+        let made = record(for: username)
+        try barrier.put(made.path, value: made.value, keyID: Barrier.systemKeyID)
+        return (made.token, made.expiresAt)
+    }
+
+    /// A new token and its barrier path and record, without writing it.
+    func record(for username: String) -> (token: String, expiresAt: Int64, path: String, value: [UInt8]) {
         let token = Self.tokenPrefix + Base64URL.encode(randomBytes(32))
         let record = Record(username: username, createdAt: now(), expiresAt: now() + ttlSeconds)
-        try barrier.put(Self.path(token), value: JSON.encode(record), keyID: Barrier.systemKeyID)
-        return (token, record.expiresAt)
+        return (token, record.expiresAt, Self.path(token), JSON.encode(record))
     }
 
     /// The caller a token stands for, or nil if it is unknown, expired, or its account is gone or disabled.

@@ -90,16 +90,25 @@ public final class AccountStore: Sendable {
     }
 
     public func create(username raw: String, password: String, roles: [Role]) throws -> Summary {
+        let record = try record(username: raw, password: password, roles: roles)
+        guard try barrier.put(record.path, value: record.value, keyID: Barrier.systemKeyID, createOnly: true) else {
+            throw APIError(409, "exists", "an account named \(record.username) exists")
+        }
+        return summary(record.account)
+    }
+
+    /// A new account's barrier path and plaintext record, without writing it.
+    func record(username raw: String, password: String, roles: [Role]) throws
+        -> (username: String, path: String, value: [UInt8], account: Account)
+    {
         let username = try Self.username(raw)
         try Self.validatePassword(password)
         guard !roles.isEmpty else { throw APIError.badRequest("an account needs at least one role") }
         let hash = try Argon2id.hashPassword(Array(password.utf8), parameters: parameters)
-        let account = Account(username: username, passwordHash: hash, roles: Array(Set(roles)).sorted { $0.rawValue < $1.rawValue },
-                              disabled: false, createdAt: now())
-        guard try barrier.put(Self.prefix + username, value: JSON.encode(account), keyID: Barrier.systemKeyID,
-                              createOnly: true)
-        else { throw APIError(409, "exists", "an account named \(username) exists") }
-        return summary(account)
+        let account = Account(username: username, passwordHash: hash,
+                              roles: Array(Set(roles)).sorted { $0.rawValue < $1.rawValue }, disabled: false,
+                              createdAt: now())
+        return (username, Self.prefix + username, JSON.encode(account), account)
     }
 
     public func get(_ raw: String) throws -> Account? {

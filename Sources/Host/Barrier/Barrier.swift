@@ -52,7 +52,12 @@ public final class Barrier: Sendable {
     public var isSealed: Bool { ring.withLock { $0 == nil } }
 
     /// Creates the seal configuration, the MEK and the system DEK, and leaves the barrier unsealed.
-    public func initialize(password: SecureBytes, parameters: Argon2Parameters) throws {
+    /// `entries` (path and plaintext) are sealed under the system key and written in the same
+    /// transaction, so a crash cannot leave an initialised barrier without them (the first account).
+    public func initialize(
+        password: SecureBytes, parameters: Argon2Parameters, entries: [(path: String, value: [UInt8])] = []
+    ) throws {
+        for entry in entries { try Self.validatePath(entry.path) }
         if let problem = parameters.problem() { throw BarrierError(.invalidArgument, problem) }
         guard password.count >= 8 else {
             throw BarrierError(.invalidArgument, "the password must be at least 8 bytes long")
@@ -69,7 +74,11 @@ public final class Barrier: Sendable {
             let wrapped = try AESGCM.seal(
                 systemKey, key: mek, aad: BarrierFormat.dekAAD(keyID: Self.systemKeyID, version: 1))
 
-            // Persist both in one transaction, refusing if another initialize got there first.
+            let sealedEntries = try entries.map {
+                try sealEntry(path: $0.path, plaintext: $0.value, keyID: Self.systemKeyID, version: 1, key: systemKey)
+            }
+
+            // Persist everything in one transaction, refusing if another initialize got there first.
             try storage.write { tx in
                 guard try tx.sealConfig() == nil else {
                     throw BarrierError(.alreadyInitialized, "the barrier is already initialized")
@@ -79,6 +88,7 @@ public final class Barrier: Sendable {
                     argon2MemoryKiB: parameters.memoryKiB, argon2Lanes: parameters.lanes, salt: salt,
                     sealedMEK: sealedMEK, mekGeneration: 1))
                 try tx.putWrappedKey(WrappedKey(keyID: Self.systemKeyID, version: 1, wrapped: wrapped, createdAt: now()))
+                for entry in sealedEntries { try tx.putEntry(entry) }
             }
 
             ring.withLock {
@@ -110,6 +120,9 @@ public final class Barrier: Sendable {
                 } catch {
                     throw BarrierError(
                         .keyLoadFailed, "data key \(wrapped.keyID) version \(wrapped.version) failed to unwrap")
+                }
+                guard dek.count == AESGCM.keySize else {
+                    throw BarrierError(.keyLoadFailed, "data key \(wrapped.keyID) version \(wrapped.version) has the wrong length")
                 }
                 let existing = keys[wrapped.keyID]
                 var versions = existing?.versions ?? [:]
@@ -203,13 +216,15 @@ public final class Barrier: Sendable {
         }
     }
 
-    /// Creates version 1 of a new key id (for a new mount).
-    public func createKey(_ keyID: String) throws {
+    /// Creates version 1 of a new key id (for a new mount). With `record`, also writes that entry under the
+    /// system key in the same transaction, so a key never exists without the record that explains it.
+    public func createKey(_ keyID: String, record: (path: String, value: [UInt8])? = nil) throws {
         try Self.validateKeyID(keyID)
+        if let record { try Self.validatePath(record.path) }
         try management.withLock { _ in
             guard let current = ring.withLock({ $0 }) else { throw BarrierError.sealed() }
             guard current.keys[keyID] == nil else { throw BarrierError(.keyExists, "key id \(keyID) exists") }
-            try addVersion(keyID, version: 1, ring: current)
+            try addVersion(keyID, version: 1, ring: current, record: record)
         }
     }
 
@@ -227,29 +242,46 @@ public final class Barrier: Sendable {
         }
     }
 
-    private func addVersion(_ keyID: String, version: UInt32, ring current: KeyRing) throws {
+    private func addVersion(
+        _ keyID: String, version: UInt32, ring current: KeyRing, record: (path: String, value: [UInt8])? = nil
+    ) throws {
         let dek = SecureBytes(randomCount: AESGCM.keySize)
         let wrapped = try AESGCM.seal(dek, key: current.mek, aad: BarrierFormat.dekAAD(keyID: keyID, version: version))
+        let entry = try record.map { record -> StoredEntry in
+            guard let (systemVersion, systemKey) = current.current(Self.systemKeyID) else {
+                throw BarrierError(.unknownKey, "no system key")
+            }
+            return try sealEntry(path: record.path, plaintext: record.value, keyID: Self.systemKeyID,
+                                 version: systemVersion, key: systemKey)
+        }
         try storage.write { tx in
             try tx.putWrappedKey(WrappedKey(keyID: keyID, version: version, wrapped: wrapped, createdAt: now()))
+            if let entry {
+                guard try tx.insertEntry(entry) else { throw BarrierError(.keyExists, "\(entry.path) exists") }
+            }
         }
         ring.withLock { $0 = $0?.adding(keyID, version: version, key: dek) }
     }
 
-    /// Deletes every entry of `keyID` under `prefix` and every version of the key, in one transaction.
-    public func destroyKey(_ keyID: String, entriesUnder prefix: String) throws {
+    /// Deletes every entry sealed under `keyID`, every version of the key, and the entries at `paths`
+    /// (the record that named the key), in one transaction.
+    public func destroyKey(_ keyID: String, deleting paths: [String] = []) throws {
         guard keyID != Self.systemKeyID else { throw BarrierError(.invalidArgument, "the system key cannot be destroyed") }
+        for path in paths { try Self.validatePath(path) }
         try management.withLock { _ in
             guard ring.withLock({ $0 }) != nil else { throw BarrierError.sealed() }
             try storage.write { tx in
-                _ = try tx.deleteEntries(prefix: prefix)
-                guard try tx.countEntries(keyID: keyID, below: nil) == 0 else {
-                    throw BarrierError(.invalidArgument, "entries of key \(keyID) remain outside \(prefix)")
-                }
+                _ = try tx.deleteEntries(keyID: keyID)
+                for path in paths { _ = try tx.deleteEntry(path) }
                 try tx.deleteWrappedKeys(keyID: keyID, below: nil)
             }
             ring.withLock { $0 = $0?.removing(keyID) }
         }
+    }
+
+    /// The key ids currently loaded.
+    public func keyIDs() -> [String] {
+        ring.withLock { $0.map { Array($0.keys.keys).sorted() } ?? [] }
     }
 
     /// Re-encrypts every entry of `keyID` still on an older version under the current one, then deletes

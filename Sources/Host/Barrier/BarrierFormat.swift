@@ -8,7 +8,8 @@ enum BarrierFormat {
     static let entryV1: UInt8 = 1
 
     static let saltSize = 16
-    static let maxKeyIDLength = 64
+    /// Key ids are "system" or "mount:<name>" with names of up to 64 bytes.
+    static let maxKeyIDLength = 96
 
     /// Binds the sealed MEK to its purpose, so no other ciphertext can stand in for it (audit #42).
     static func mekAAD(format: UInt32) -> [UInt8] {

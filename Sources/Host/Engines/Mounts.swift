@@ -199,37 +199,65 @@ public final class Mount: @unchecked Sendable {  // `state` is guarded by `lock`
 /// The mount table: which engine serves which mount.
 public final class Mounts: Sendable {
     static let recordPrefix = "sys/mounts/"
+    /// Names a mount may not take: they would be ambiguous in host routes or key ids.
+    static let reservedNames: Set<String> = ["system", "sys", "auth", "engine"]
 
     let barrier: Barrier
     let engines: [String: LoadedEngine]
     let logger: Logger
     private let mounts = Mutex<[String: Mount]>([:])
-    /// Mounts whose engine is not loaded: kept, reported, not served.
+    /// Mounts whose engine is not loaded or failed to start: kept, reported, not served.
     private let unavailable = Mutex<[String: String]>([:])
+    /// Name to engine type, from the plaintext copy: routes public objects while sealed.
+    private let routing = Mutex<[String: String]>([:])
     private let changes = Mutex<Void>(())
 
     init(barrier: Barrier, engines: [String: LoadedEngine], logger: Logger) {
         self.barrier = barrier
         self.engines = engines
         self.logger = logger
+        let known = (try? barrier.storage.read { try $0.mountRouting() }) ?? [:]
+        routing.withLock { $0 = known }
     }
 
     func mount(named name: String) -> Mount? { mounts.withLock { $0[name] } }
+
+    /// The engine type of a mount, from the plaintext routing copy (available while sealed).
+    func routedType(of name: String) -> String? { routing.withLock { $0[name] } }
 
     public func list() -> [MountRecord] { mounts.withLock { $0.values.map(\.record) }.sorted { $0.name < $1.name } }
 
     public func unavailableMounts() -> [String: String] { unavailable.withLock { $0 } }
 
-    /// After unseal: start every stored mount. A mount whose engine is missing or fails is reported and
-    /// skipped; the others still start.
+    /// After unseal: start every stored mount that is not running. A mount whose engine is missing or
+    /// fails is reported and skipped; the others still start. Also brings the plaintext routing copy
+    /// in line with the barrier's table, and removes keys of mounts whose record is gone (a deletion
+    /// interrupted by a crash).
     func activateAll() throws {
         try changes.withLock { _ in
+            var records: [MountRecord] = []
             for path in try barrier.list(prefix: Self.recordPrefix) {
                 guard let bytes = try barrier.get(path) else { continue }
-                let record = try JSONDecoder().decode(MountRecord.self, from: Data(bytes.unsafeArray()))
+                records.append(try JSONDecoder().decode(MountRecord.self, from: Data(bytes.unsafeArray())))
+            }
+
+            // Reconcile the routing copy and orphaned mount keys with the records.
+            let names = Set(records.map(\.name))
+            try barrier.storage.write { tx in
+                for (name, _) in try tx.mountRouting() where !names.contains(name) { try tx.deleteMountRouting(name: name) }
+                for record in records { try tx.putMountRouting(name: record.name, type: record.type) }
+            }
+            routing.withLock { $0 = Dictionary(records.map { ($0.name, $0.type) }, uniquingKeysWith: { a, _ in a }) }
+            for keyID in barrier.keyIDs() where keyID.hasPrefix("mount:") && !names.contains(String(keyID.dropFirst(6))) {
+                logger.warning("removing the key of a mount that no longer exists", ["key.id": keyID])
+                try barrier.destroyKey(keyID)
+            }
+
+            for record in records where mount(named: record.name) == nil {
                 guard let engine = engines[record.type] else {
                     unavailable.withLock { $0[record.name] = "engine type \(record.type) is not loaded" }
-                    logger.error("mount not started: its engine is not loaded", ["mount.name": record.name, "engine.type": record.type])
+                    logger.error("mount not started: its engine is not loaded",
+                                 ["mount.name": record.name, "engine.type": record.type])
                     continue
                 }
                 let mount = Mount(record: record, engine: engine, context: context(record))
@@ -256,10 +284,13 @@ public final class Mounts: Sendable {
         }
     }
 
-    /// Creates a mount: its DEK, its record, then the engine's state. Undone if the engine refuses.
+    /// Creates a mount: its DEK and its record in one transaction, then the engine's state. Undone if the
+    /// engine refuses.
     public func create(name: String, type: String, config: String = "{}") throws -> MountRecord {
-        guard Names.isValidMountName(name) else {
-            throw APIError.badRequest("invalid mount name \(name): use 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit")
+        guard Names.isValidMountName(name), !Self.reservedNames.contains(name) else {
+            throw APIError.badRequest(
+                "invalid mount name \(name): use 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit, "
+                    + "and none of \(Self.reservedNames.sorted().joined(separator: ", "))")
         }
         guard let engine = engines[type] else { throw APIError.badRequest("no engine of type \(type) is loaded") }
         return try changes.withLock { _ in
@@ -267,22 +298,24 @@ public final class Mounts: Sendable {
                 throw APIError(409, "exists", "a mount named \(name) exists")
             }
             let record = MountRecord(name: name, type: type, createdAt: Int64(Date().timeIntervalSince1970), config: config)
-            try barrier.createKey(MountContext.keyID(for: name))
+            let keyID = MountContext.keyID(for: name)
+            if barrier.keyIDs().contains(keyID) { try barrier.destroyKey(keyID) }  // left by an interrupted deletion
+            try barrier.createKey(keyID, record: (Self.recordPrefix + name, JSON.encode(record)))
             do {
-                try barrier.put(Self.recordPrefix + name, value: JSON.encode(record), keyID: Barrier.systemKeyID)
+                try barrier.storage.write { try $0.putMountRouting(name: name, type: type) }
+                routing.withLock { $0[name] = type }
                 let mount = Mount(record: record, engine: engine, context: context(record))
                 try mount.activate()
                 mounts.withLock { $0[name] = mount }
                 return record
             } catch {
-                _ = try? barrier.delete(Self.recordPrefix + name)
-                try? barrier.destroyKey(MountContext.keyID(for: name), entriesUnder: "engine/\(type)/\(name)/")
+                try? remove(record)
                 throw error
             }
         }
     }
 
-    /// Removes a mount, its entries and its DEK.
+    /// Removes a mount: its record, entries and DEK in one transaction, then its public objects.
     public func delete(name: String) throws {
         try changes.withLock { _ in
             guard let bytes = try barrier.get(Self.recordPrefix + name) else {
@@ -290,10 +323,18 @@ public final class Mounts: Sendable {
             }
             let record = try JSONDecoder().decode(MountRecord.self, from: Data(bytes.unsafeArray()))
             if let mount = mounts.withLock({ $0.removeValue(forKey: name) }) { mount.deactivate() }
-            try barrier.destroyKey(MountContext.keyID(for: name), entriesUnder: "engine/\(record.type)/\(name)/")
-            try barrier.delete(Self.recordPrefix + name)
+            try remove(record)
             unavailable.withLock { $0[name] = nil }
         }
+    }
+
+    private func remove(_ record: MountRecord) throws {
+        try barrier.destroyKey(MountContext.keyID(for: record.name), deleting: [Self.recordPrefix + record.name])
+        try barrier.storage.write { tx in
+            try tx.deletePublicObjects(prefix: "engine/\(record.type)/\(record.name)/")
+            try tx.deleteMountRouting(name: record.name)
+        }
+        routing.withLock { $0[record.name] = nil }
     }
 
     private func context(_ record: MountRecord) -> MountContext {

@@ -7,7 +7,7 @@ import Synchronization
 /// way when it is opened (audit #46): WAL, foreign keys on, a busy timeout, and full synchronous commits
 /// so that a committed transaction survives a crash of the process or the machine.
 public final class SQLiteStorage: Storage {
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
     public static let busyTimeoutMilliseconds: Int32 = 10_000
 
     private let path: String
@@ -128,13 +128,14 @@ final class SQLiteConnection: @unchecked Sendable {  // used by one thread at a 
     func migrate() throws {
         try exec("BEGIN IMMEDIATE")
         do {
-            try exec(SQLiteSchema.version1)
-            let version = try pragma("user_version")
-            if version == "0" {
-                try exec("PRAGMA user_version = \(SQLiteStorage.schemaVersion)")
-            } else if version != String(SQLiteStorage.schemaVersion) {
+            // Each version's tables are created with IF NOT EXISTS, so older databases gain what they lack.
+            let version = Int(try pragma("user_version")) ?? -1
+            guard (0...SQLiteStorage.schemaVersion).contains(version) else {
                 throw StorageError(.schema, "database schema version \(version) is not supported by this binary")
             }
+            try exec(SQLiteSchema.version1)
+            try exec(SQLiteSchema.version2)
+            try exec("PRAGMA user_version = \(SQLiteStorage.schemaVersion)")
             try exec("COMMIT")
         } catch {
             try? exec("ROLLBACK")
@@ -252,6 +253,19 @@ enum SQLiteSchema {
             FOREIGN KEY (key_id, key_version) REFERENCES barrier_keys (key_id, version)
         ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS barrier_entries_by_key ON barrier_entries (key_id, key_version);
+        """
+
+    static let version2 = """
+        CREATE TABLE IF NOT EXISTS public_objects (
+            path TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            value BLOB NOT NULL,
+            PRIMARY KEY (path, content_type)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS mount_routing (
+            name TEXT NOT NULL PRIMARY KEY,
+            type TEXT NOT NULL
+        ) WITHOUT ROWID;
         """
 }
 
@@ -372,6 +386,11 @@ struct SQLiteTransaction: StorageTransaction {
         return changes
     }
 
+    func deleteEntries(keyID: String) throws -> Int {
+        try run("DELETE FROM barrier_entries WHERE key_id = ?", [.text(keyID)])
+        return changes
+    }
+
     func listEntries(prefix: String, limit: Int?) throws -> [String] {
         let limitValue = SQLiteValue.int(Int64(limit ?? -1))
         // A range scan, not LIKE: '%' and '_' in a prefix are plain characters here (audit #43).
@@ -382,6 +401,42 @@ struct SQLiteTransaction: StorageTransaction {
         }
         return try rows("SELECT path FROM barrier_entries WHERE path >= ? ORDER BY path LIMIT ?",
                         [.text(prefix), limitValue]) { $0.text(0) ?? "" }
+    }
+
+    func putPublicObject(path: String, contentType: String, value: [UInt8]) throws {
+        try run("INSERT OR REPLACE INTO public_objects (path, content_type, value) VALUES (?, ?, ?)",
+                [.text(path), .text(contentType), .blob(value)])
+    }
+
+    func publicObjects(path: String) throws -> [(contentType: String, value: [UInt8])] {
+        try rows("SELECT content_type, value FROM public_objects WHERE path = ? ORDER BY content_type", [.text(path)]) {
+            (contentType: $0.text(0) ?? "", value: $0.blob(1))
+        }
+    }
+
+    func deletePublicObjects(path: String) throws {
+        try run("DELETE FROM public_objects WHERE path = ?", [.text(path)])
+    }
+
+    func deletePublicObjects(prefix: String) throws {
+        if let upper = prefixUpperBound(prefix) {
+            try run("DELETE FROM public_objects WHERE path >= ? AND path < ?", [.text(prefix), .text(upper)])
+        } else {
+            try run("DELETE FROM public_objects WHERE path >= ?", [.text(prefix)])
+        }
+    }
+
+    func mountRouting() throws -> [String: String] {
+        Dictionary(try rows("SELECT name, type FROM mount_routing", []) { ($0.text(0) ?? "", $0.text(1) ?? "") },
+                   uniquingKeysWith: { a, _ in a })
+    }
+
+    func putMountRouting(name: String, type: String) throws {
+        try run("INSERT OR REPLACE INTO mount_routing (name, type) VALUES (?, ?)", [.text(name), .text(type)])
+    }
+
+    func deleteMountRouting(name: String) throws {
+        try run("DELETE FROM mount_routing WHERE name = ?", [.text(name)])
     }
 
     func entries(keyID: String, below version: UInt32, after path: String?, limit: Int) throws -> [StoredEntry] {

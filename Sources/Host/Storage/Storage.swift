@@ -46,7 +46,7 @@ public struct SealConfigRecord: Sendable, Equatable {
     public var argon2Lanes: UInt32
     public var salt: [UInt8]
     public var sealedMEK: [UInt8]
-    /// Counts MEK rotations; bound into the MEK's associated data.
+    /// Counts MEK rotations (informational; the MEK's associated data binds the format only).
     public var mekGeneration: UInt32
 
     public init(
@@ -85,11 +85,27 @@ public protocol StorageTransaction {
     func deleteEntry(_ path: String) throws -> Bool
     /// Deletes every entry whose path starts with `prefix`; returns how many.
     func deleteEntries(prefix: String) throws -> Int
+    /// Deletes every entry sealed under any version of `keyID`; returns how many.
+    func deleteEntries(keyID: String) throws -> Int
     /// Paths starting with `prefix`, sorted bytewise. `%` and `_` are ordinary characters (audit #43).
     func listEntries(prefix: String, limit: Int?) throws -> [String]
     /// Entries of `keyID` sealed with a version below `version`, in path order, after `path` if given.
     func entries(keyID: String, below version: UInt32, after path: String?, limit: Int) throws -> [StoredEntry]
     func countEntries(keyID: String, below version: UInt32?) throws -> Int
+
+    /// Public objects: non-secret bytes in plaintext (CRLs, KRLs, CA certificates), one per path and
+    /// content type, served even while sealed.
+    func putPublicObject(path: String, contentType: String, value: [UInt8]) throws
+    /// Every content type stored at `path`, in content-type order.
+    func publicObjects(path: String) throws -> [(contentType: String, value: [UInt8])]
+    func deletePublicObjects(path: String) throws
+    func deletePublicObjects(prefix: String) throws
+
+    /// The plaintext copy of the mount table (name to engine type), for routing public objects while
+    /// sealed. The authoritative table is in the barrier.
+    func mountRouting() throws -> [String: String]
+    func putMountRouting(name: String, type: String) throws
+    func deleteMountRouting(name: String) throws
 }
 
 /// The one error type of the storage layer.

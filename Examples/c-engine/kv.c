@@ -44,7 +44,12 @@ static const char routes[] =
     "{\"operation\":\"list\",\"method\":\"GET\",\"path\":\"data\","
     "\"access\":\"authenticated\",\"action\":\"list\",\"resource\":\"data\"},"
     "{\"operation\":\"raw-put\",\"method\":\"POST\",\"path\":\"raw\","
-    "\"access\":\"admin\"}"
+    "\"access\":\"admin\"},"
+    "{\"operation\":\"publish\",\"method\":\"PUT\",\"path\":\"public/{key}\","
+    "\"access\":\"admin\"},"
+    "{\"operation\":\"read-public\",\"method\":\"GET\",\"path\":\"public/{key}\","
+    "\"access\":\"public\",\"sealed\":true,\"object\":\"pub/{key}\","
+    "\"object_types\":[\"text/plain\",\"application/json\"]}"
     "]}";
 
 /* Engine-side memory: a size header so that release can wipe everything. */
@@ -112,16 +117,19 @@ static char *pass_reason(char *host_reason, const char *fallback) {
     return out;
 }
 
-/* Extracts the "key" path parameter from the params JSON {"key":"..."}.
- * Path parameters are single URL segments the host has already checked;
- * this engine only accepts [A-Za-z0-9._-]. */
+/* Extracts the "key" path parameter from the params JSON, which holds
+ * exactly the route's parameters: {"key":"..."}. Path parameters are single
+ * URL segments the host has already checked; this engine only accepts
+ * [A-Za-z0-9._-], so no JSON escapes can occur in a value it accepts. */
 static int param_key(const mc_request *req, char *out, size_t cap) {
-    const char *p = memchr(req->params, ':', req->params_len);
-    if (p == NULL || p + 2 >= (const char *)req->params + req->params_len)
+    static const char field[] = "{\"key\":\"";
+    const char *end = (const char *)req->params + req->params_len;
+    if (req->params_len < sizeof(field) ||
+        memcmp(req->params, field, sizeof(field) - 1) != 0)
         return -1;
-    p += 2; /* past :" */
+    const char *p = (const char *)req->params + sizeof(field) - 1;
     size_t n = 0;
-    while (p < (const char *)req->params + req->params_len && *p != '"') {
+    while (p < end && *p != '"') {
         char c = *p++;
         int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
@@ -130,6 +138,8 @@ static int param_key(const mc_request *req, char *out, size_t cap) {
         out[n++] = c;
     }
     out[n] = '\0';
+    if (p + 2 != end || p[0] != '"' || p[1] != '}')
+        return -1; /* exactly one parameter, nothing after it */
     return n > 0 ? 0 : -1;
 }
 
@@ -200,6 +210,30 @@ static int handle(void *state, const mc_request *req, mc_response *resp,
     if (param_key(req, key + 5, sizeof(key) - 5) != 0) {
         *reason = kv_strdup("the key must be 1-127 of A-Z a-z 0-9 . _ -");
         return MC_ERR_INVALID;
+    }
+
+    if (strcmp(req->operation, "publish") == 0) {
+        /* ABI 1.1: a public object, in two content types. The host serves
+         * it for the read-public route, even while sealed; this engine
+         * never sees those requests. */
+        if (!MC_HAS_MEMBER(host, mc_host, public_put)) {
+            *reason = kv_strdup("the host predates ABI 1.1");
+            return MC_ERR_UNSUPPORTED;
+        }
+        char name[sizeof(key)];
+        memcpy(name, "pub/", 4);
+        strcpy(name + 4, key + 5);
+        rc = host->public_put(m->host_mount, name, strlen(name), req->body,
+                              req->body_len, "text/plain", &host_reason);
+        if (rc == MC_OK)
+            rc = host->public_put(m->host_mount, name, strlen(name),
+                                  (const uint8_t *)"{\"published\":true}", 18,
+                                  "application/json", &host_reason);
+        if (rc != MC_OK) {
+            *reason = pass_reason(host_reason, "publish failed");
+            return rc;
+        }
+        return respond(resp, 204, "", 0);
     }
 
     if (strcmp(req->operation, "write") == 0) {

@@ -48,16 +48,35 @@ public struct RouteDeclaration: Codable, Sendable {
     public var action: String?
     public var resource: String?
     public var sealed: Bool?
+    public var object: String?
+    public var objectTypes: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case operation, method, path, access, action, resource, sealed, object
+        case objectTypes = "object_types"
+    }
 
     public init(_ operation: String, _ method: String, _ path: String, access: RouteAccess, action: String? = nil,
-                resource: String? = nil, availableWhileSealed: Bool = false) {
+                resource: String? = nil) {
         self.operation = operation
         self.method = method
         self.path = path
         self.access = access
         self.action = action
         self.resource = resource
-        self.sealed = availableWhileSealed ? true : nil
+    }
+
+    /// A public GET the host answers itself from the mount's public objects, sealed or not (ABI 1.1):
+    /// `object` names the object (with the path's parameters), `types` the content types it is stored in,
+    /// the first being the default.
+    public static func publicObject(_ operation: String, _ path: String, object: String, types: [String])
+        -> RouteDeclaration
+    {
+        var route = RouteDeclaration(operation, "GET", path, access: .public)
+        route.sealed = true
+        route.object = object
+        route.objectTypes = types
+        return route
     }
 }
 
@@ -188,6 +207,31 @@ public struct MountStorage: @unchecked Sendable {  // the host mount pointer liv
         return true
     }
 
+    /// Publishes non-secret bytes as a public object (ABI 1.1): served by the host for object routes, even
+    /// while sealed. Never pass a secret: public objects are stored in plaintext.
+    public func publish(_ name: String, _ value: [UInt8], contentType: String) throws {
+        let host = try EngineExport.requireHost()
+        guard hostHasPublicObjects(host) else { throw EngineError(code: MC_ERR_UNSUPPORTED, "the host predates ABI 1.1") }
+        var reason: UnsafeMutablePointer<CChar>?
+        let rc = name.withCString { n in
+            value.withUnsafeBufferPointer { v in
+                host.pointee.public_put(hostMount, n, strlen(n), v.baseAddress, v.count, contentType, &reason)
+            }
+        }
+        let message = EngineExport.takeHostReason(reason)
+        guard rc == MC_OK else { throw EngineError(code: rc, message ?? "publishing failed") }
+    }
+
+    /// Removes a public object in every content type.
+    public func unpublish(_ name: String) throws {
+        let host = try EngineExport.requireHost()
+        guard hostHasPublicObjects(host) else { throw EngineError(code: MC_ERR_UNSUPPORTED, "the host predates ABI 1.1") }
+        var reason: UnsafeMutablePointer<CChar>?
+        let rc = name.withCString { host.pointee.public_delete(hostMount, $0, strlen($0), &reason) }
+        let message = EngineExport.takeHostReason(reason)
+        guard rc == MC_OK else { throw EngineError(code: rc, message ?? "unpublishing failed") }
+    }
+
     /// Keys under `prefix` ("" or ending in '/'), relative to the mount, sorted.
     public func list(prefix: String) throws -> [String] {
         let host = try EngineExport.requireHost()
@@ -247,6 +291,11 @@ public struct EngineDefinition: Sendable {
     }
 }
 
+/// True if the host's table includes `public_put` and `public_delete` (ABI 1.1).
+func hostHasPublicObjects(_ host: UnsafePointer<mc_host>) -> Bool {
+    Int(host.pointee.size) >= MemoryLayout<mc_host>.offset(of: \mc_host.public_delete)! + MemoryLayout<UnsafeRawPointer>.size
+}
+
 /// Builds the C table for a definition.
 public enum EngineExport {
     nonisolated(unsafe) static var host: UnsafePointer<mc_host>?  // set once, by the entry point, before any use
@@ -270,8 +319,10 @@ public enum EngineExport {
     public static func entry(
         _ definition: EngineDefinition, hostABI: UInt32, host: UnsafePointer<mc_host>?
     ) -> UnsafePointer<mc_engine>? {
+        // Any 1.x host will do: members after 1.0 are checked where they are used.
         guard hostABI >> 16 == UInt32(MC_ABI_VERSION_MAJOR), let host,
-              Int(host.pointee.size) >= MemoryLayout<mc_host>.size
+              Int(host.pointee.size) >= MemoryLayout<mc_host>.offset(of: \mc_host.policy_check)!
+                + MemoryLayout<UnsafeRawPointer>.size
         else { return nil }
         if let table { return UnsafePointer(table) }
         self.host = host

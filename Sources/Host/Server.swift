@@ -26,7 +26,7 @@ public struct ServerConfig: Codable, Sendable {
     }
 
     public struct Seal: Codable, Sendable {
-        /// Argon2id cost used by `init`; afterwards the stored parameters apply.
+        /// Argon2id cost used by `init` when its request names none; afterwards the stored parameters apply.
         public var argon2: Argon2Parameters?
     }
 
@@ -165,6 +165,10 @@ public enum Server {
         let storage = try SQLiteStorage(path: dataDir + "/metacrypt.db")
         let barrier = Barrier(storage: storage)
         var settings = API.Settings()
+        if let v = config.seal?.argon2 {
+            if let problem = v.problem() { throw ServerError("seal.argon2: \(problem)") }
+            settings.sealArgon2 = v
+        }
         if let v = config.auth?.passwordArgon2 {
             if let problem = v.problem() { throw ServerError("auth.password_argon2: \(problem)") }
             settings.passwordArgon2 = v
@@ -267,7 +271,7 @@ public enum Server {
         try writeFile(passwordPath, Array(password.utf8), mode: 0o600)
         try writeFile(adminPath, Array(adminPassword.utf8), mode: 0o600)
         let (token, _) = try api.initialize(password: SecureBytes(copying: Array(password.utf8)),
-                                            parameters: argon2 ?? .recommended, adminUsername: "admin",
+                                            parameters: argon2 ?? api.sealArgon2, adminUsername: "admin",
                                             adminPassword: adminPassword)
         for type in api.loadedEngineTypes {
             _ = try api.createMount(name: type, type: type)

@@ -115,7 +115,7 @@ def test_each_refused_engine_is_named_with_its_reason_and_the_good_engine_still_
 
     expected = {
         wrong_pin: [f"SHA-256 {sha256_file(wrong_pin)} does not match the pin {pin_of_other_file}"],
-        other_abi: ["built for ABI 2.0", "this host speaks ABI 1.0"],
+        other_abi: ["built for ABI 2.0", "this host speaks ABI 1."],
         group_writable: ["writable by group or others", "775"],
         no_entry: [f"does not export the entry symbol {ENTRY_SYMBOL}"],
     }

@@ -70,10 +70,10 @@ extern "C" {
 #endif
 
 #define MC_ABI_VERSION_MAJOR 1
-#define MC_ABI_VERSION_MINOR 0
+#define MC_ABI_VERSION_MINOR 1
 /* (MC_ABI_VERSION_MAJOR << 16) | MC_ABI_VERSION_MINOR, spelled out so that
  * every language's C importer sees a plain constant. */
-#define MC_ABI_VERSION 0x00010000
+#define MC_ABI_VERSION 0x00010001
 #define MC_ABI_MAJOR(v) ((uint32_t)(v) >> 16)
 #define MC_ABI_MINOR(v) ((uint32_t)(v) & 0xffffu)
 
@@ -201,6 +201,19 @@ typedef struct mc_host {
      * MC_OK if allowed, MC_ERR_DENIED if not, another code on error. */
     int (*policy_check)(void *host_request, const char *action,
                         const char *resource, char **reason);
+
+    /* 1.1: public objects. Non-secret bytes -- a CA certificate, a CRL, a
+     * KRL -- stored in plaintext beside the mount and served by the host
+     * itself, sealed or not, for routes that declare "object" (see
+     * docs/engines.md). name follows the storage key rules; content_type is
+     * a media type such as "application/pkix-crl". An object may be stored
+     * in several content types; public_delete removes every one of them.
+     * Never put a secret here: public objects are not encrypted. */
+    int (*public_put)(void *host_mount, const char *name, size_t name_len,
+                      const uint8_t *value, size_t value_len,
+                      const char *content_type, char **reason);
+    int (*public_delete)(void *host_mount, const char *name, size_t name_len,
+                         char **reason);
 } mc_host;
 
 /* The engine's table, returned by the entry point. */

@@ -17,6 +17,8 @@ public protocol Authorizer: Sendable {
 public final class API: Sendable {
     /// What the API is configured with beyond its collaborators.
     public struct Settings: Sendable {
+        /// Argon2id cost for the KWK when `init` names none.
+        public var sealArgon2: Argon2Parameters = .recommended
         /// Argon2id cost for account passwords (login cost).
         public var passwordArgon2: Argon2Parameters = Argon2Parameters(time: 2, memoryKiB: 19 * 1024, lanes: 1)
         public var tokenTTLSeconds: Int64 = 12 * 3600
@@ -65,6 +67,7 @@ public final class API: Sendable {
     let engineRefusals: [EngineRefusal]
     let reencryption = DispatchQueue(label: "metacrypt.reencrypt")
     let now: @Sendable () -> Double
+    let sealArgon2: Argon2Parameters
     private let hostRoutes: [HostRoute]
 
     public init(
@@ -87,9 +90,11 @@ public final class API: Sendable {
         self.logger = logger
         self.engineRefusals = engineRefusals
         self.now = now
+        self.sealArgon2 = settings.sealArgon2
         self.hostRoutes = API.makeHostRoutes()
         for route in hostRoutes {
-            precondition(route.spec.problem() == nil, "host route \(route.spec.operation): \(route.spec.problem()!)")
+            let problem = route.spec.problem(forEngine: false)
+            precondition(problem == nil, "host route \(route.spec.operation): \(problem ?? "")")
         }
     }
 
@@ -139,7 +144,7 @@ public final class API: Sendable {
             for route in hostRoutes {
                 guard let parameters = route.spec.match(rest) else { continue }
                 guard route.spec.method == request.method else { methodMismatch = true; continue }
-                return try run(route.spec, request, requestID, parameters, mount: nil, trace: trace) { context in
+                return try run(route.spec, request, requestID, parameters, target: nil, trace: trace) { context in
                     try route.handler(self, context)
                 }
             }
@@ -155,14 +160,27 @@ public final class API: Sendable {
     private func engineRoute(
         type: String, mount mountName: String, rest: [Substring], request: HTTPRequest, requestID: String, trace: Trace
     ) throws -> HTTPResponse {
-        guard let mount = mounts.mount(named: mountName), mount.record.type == type else {
-            if barrier.isSealed && mounts.engines[type] != nil { throw APIError.sealed }
+        // A running mount, or (sealed, or its engine failed) one known only from the plaintext routing copy,
+        // which can still serve its public objects.
+        let mount = mounts.mount(named: mountName)
+        let routedType = mount?.record.type ?? mounts.routedType(of: mountName)
+        guard routedType == type, let engine = mount?.engine ?? mounts.engines[type] else {
             throw APIError.notFound("no mount \(mountName) of type \(type)")
         }
+        let target = MountRef(name: mountName, type: type, mount: mount)
         var methodMismatch = false
-        for spec in mount.engine.routes {
+        for spec in engine.routes {
             guard let parameters = spec.match(rest) else { continue }
             guard spec.method == request.method else { methodMismatch = true; continue }
+            if spec.object != nil {
+                return try run(spec, request, requestID, parameters, target: target, trace: trace) { _ in
+                    try publicObject(spec, parameters, target, accept: request.headers["accept"] ?? "")
+                }
+            }
+            guard let mount else {
+                if barrier.isSealed { throw APIError.sealed }
+                throw APIError(503, "mount_unavailable", "mount \(mountName) is not running: \(mounts.unavailableMounts()[mountName] ?? "unknown reason")")
+            }
             return try callEngine(mount: mount, spec: spec, request: request, requestID: requestID,
                                   parameters: parameters, body: request.body, trace: trace)
         }
@@ -170,12 +188,30 @@ public final class API: Sendable {
         throw APIError.notFound("no route for \(request.method) \(type)/\(mountName)/\(rest.joined(separator: "/"))")
     }
 
+    /// Answers an object route from the mount's public objects: the first content type named in Accept that
+    /// is stored, else the route's first listed type that is stored.
+    private func publicObject(_ spec: RouteSpec, _ parameters: [String: String], _ target: MountRef, accept: String)
+        throws -> HTTPResponse
+    {
+        let name = RouteSpec.render(spec.object ?? "", parameters)
+        guard Names.storageKeyProblem(Array(name.utf8)) == nil else { throw APIError.badRequest("invalid object name") }
+        let stored = try barrier.storage.read { try $0.publicObjects(path: "engine/\(target.type)/\(target.name)/\(name)") }
+        let wanted = accept.split(separator: ",").map { item in
+            String((item.split(separator: ";").first ?? "").filter { $0 != " " && $0 != "\t" })
+        }
+        let choice = wanted.lazy.compactMap { type in stored.first { $0.contentType == type } }.first
+            ?? (spec.objectTypes ?? []).lazy.compactMap { type in stored.first { $0.contentType == type } }.first
+        guard let choice else { throw APIError.notFound("no object \(name)") }
+        return HTTPResponse(status: 200, headers: [("Content-Type", choice.contentType)], body: choice.value)
+    }
+
     /// Calls an engine route through the same steps as every other route.
     func callEngine(
         mount: Mount, spec: RouteSpec, request: HTTPRequest, requestID: String, parameters: [String: String],
         body: [UInt8], trace: Trace
     ) throws -> HTTPResponse {
-        try run(spec, request, requestID, parameters, mount: mount, trace: trace) { context in
+        let target = MountRef(name: mount.record.name, type: mount.record.type, mount: mount)
+        return try run(spec, request, requestID, parameters, target: target, trace: trace) { context in
             let caller = context.caller
             let prefix = "\(mount.record.type)/\(mount.record.name)/"
             return try mount.handle(
@@ -192,14 +228,14 @@ public final class API: Sendable {
     /// The common steps after route match.
     private func run(
         _ spec: RouteSpec, _ request: HTTPRequest, _ requestID: String, _ parameters: [String: String],
-        mount: Mount?, trace: Trace, _ handler: (Context) throws -> HTTPResponse
+        target: MountRef?, trace: Trace, _ handler: (Context) throws -> HTTPResponse
     ) throws -> HTTPResponse {
-        trace.operation = mount.map { "\($0.record.type).\(spec.operation)" } ?? "sys.\(spec.operation)"
-        trace.mount = mount?.record.name
+        trace.operation = target.map { "\($0.type).\(spec.operation)" } ?? "sys.\(spec.operation)"
+        trace.mount = target?.name
         // Health and status are polled constantly and carry no caller: not audited.
-        trace.audited = !(mount == nil && (spec.operation == "health" || spec.operation == "status"))
+        trace.audited = !(target == nil && (spec.operation == "health" || spec.operation == "status"))
         let resource = spec.renderResource(parameters).map { relative in
-            mount.map { "\($0.record.type)/\($0.record.name)/\(relative)" } ?? relative
+            target.map { "\($0.type)/\($0.name)/\(relative)" } ?? relative
         }
         trace.resource = resource
 
@@ -232,14 +268,16 @@ public final class API: Sendable {
         }
 
         // Rate limits on engine operations: per identity, then per mount (audit #21).
-        if let mount {
+        if let target, spec.object == nil {
             let time = now()
             if let wait = identityLimiter.take("user:" + caller.name, now: time) { throw RateLimited(retryAfter: wait) }
-            if let wait = mountLimiter.take(mount.record.name, now: time) { throw RateLimited(retryAfter: wait) }
+            if let wait = mountLimiter.take(target.name, now: time) { throw RateLimited(retryAfter: wait) }
         }
 
-        // Audit the request before acting on it: no line, no action (fail closed).
-        if trace.audited {
+        // Audit the request before acting on it: no line, no action (fail closed). The generic engine route
+        // only names another route, whose own pass through these steps writes the line.
+        let delegates = target == nil && spec.operation == "engine-request"
+        if trace.audited && !delegates {
             do {
                 try auditLine("request", requestID, trace, status: nil, error: nil)
             } catch {
@@ -325,6 +363,8 @@ public final class API: Sendable {
     /// Unseals the barrier, loads policy and starts every mount; resumes unfinished re-encryption.
     /// Failed attempts back off after the third.
     public func unseal(password: SecureBytes) throws {
+        // Already unsealed: nothing to do, and nothing is started twice.
+        guard barrier.isSealed else { return }
         if let wait = unsealBackoff.check(now: now()) { throw RateLimited(retryAfter: wait) }
         do {
             try barrier.unseal(password: password)
@@ -345,14 +385,15 @@ public final class API: Sendable {
         barrier.seal()
     }
 
-    /// Initialises the barrier and creates the first administrator account. Returns a token for it.
+    /// Initialises the barrier and creates the first administrator account and a token for it, all in
+    /// one storage transaction: a crash cannot leave a barrier nobody can administer.
     public func initialize(password: SecureBytes, parameters: Argon2Parameters, adminUsername: String,
                            adminPassword: String) throws -> (token: String, expiresAt: Int64) {
-        let username = try AccountStore.username(adminUsername)
-        try AccountStore.validatePassword(adminPassword)
-        try barrier.initialize(password: password, parameters: parameters)
-        _ = try accounts.create(username: username, password: adminPassword, roles: [.admin])
-        return try tokens.create(for: username)
+        let account = try accounts.record(username: adminUsername, password: adminPassword, roles: [.admin])
+        let token = tokens.record(for: account.username)
+        try barrier.initialize(password: password, parameters: parameters,
+                               entries: [(account.path, account.value), (token.path, token.value)])
+        return (token.token, token.expiresAt)
     }
 
     public func createMount(name: String, type: String) throws -> MountRecord {
@@ -371,6 +412,13 @@ public final class API: Sendable {
             }
         }
     }
+}
+
+/// The mount a route belongs to: its name and type, and the running mount if there is one.
+struct MountRef {
+    let name: String
+    let type: String
+    let mount: Mount?
 }
 
 /// A rate limit or back-off refused the request: 429 with Retry-After.

@@ -108,7 +108,7 @@ extension API {
                 let generated = body.adminPassword == nil ? Base64URL.encode(randomBytes(18)) : nil
                 let username = body.adminUsername ?? "admin"
                 let (token, _) = try api.initialize(
-                    password: password, parameters: body.argon2 ?? .recommended, adminUsername: username,
+                    password: password, parameters: body.argon2 ?? api.sealArgon2, adminUsername: username,
                     adminPassword: body.adminPassword ?? generated!)
                 api.logger.info("initialized and unsealed")
                 return JSON.response(200, InitAnswer(adminUsername: Usernames.normalise(username) ?? username,
@@ -247,15 +247,21 @@ extension API {
                 let body = try JSON.decode(EngineRequestBody.self, from: context.request.body)
                 guard let mount = api.mounts.mount(named: body.mount) else {
                     if api.barrier.isSealed { throw APIError.sealed }
-                    throw APIError.notFound("no mount named \(body.mount)")
+                    throw APIError.notFound("no running mount named \(body.mount)")
                 }
                 guard let spec = mount.engine.routes.first(where: { $0.operation == body.operation }) else {
                     throw APIError.notFound("engine \(mount.record.type) has no operation \(body.operation)")
                 }
+                // Exactly the route's path parameters, each a valid single segment: no extra names an engine
+                // might read that policy never saw.
                 let parameters = body.params ?? [:]
-                for segment in spec.segments where segment.hasPrefix("{") {
-                    let name = String(segment.dropFirst().dropLast())
-                    guard let value = parameters[name], !value.isEmpty, !value.contains("/"), value != ".", value != ".."
+                let declared = spec.parameterNames
+                if let extra = parameters.keys.first(where: { !declared.contains($0) }) {
+                    throw APIError.badRequest("operation \(body.operation) has no parameter \(extra)")
+                }
+                for name in declared {
+                    guard let value = parameters[name], !value.isEmpty, !value.contains("/"), value != ".", value != "..",
+                          value.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7f })
                     else { throw APIError.badRequest("parameter \(name) is missing or invalid") }
                 }
                 let inner = try body.body.map { try JSONEncoder().encode($0) }.map { Array($0) } ?? []
@@ -296,6 +302,7 @@ extension API {
 indirect enum JSONValue: Codable, Sendable {
     case null
     case bool(Bool)
+    case integer(Int64)
     case number(Double)
     case string(String)
     case array([JSONValue])
@@ -305,6 +312,7 @@ indirect enum JSONValue: Codable, Sendable {
         let c = try decoder.singleValueContainer()
         if c.decodeNil() { self = .null }
         else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int64.self) { self = .integer(i) }
         else if let n = try? c.decode(Double.self) { self = .number(n) }
         else if let s = try? c.decode(String.self) { self = .string(s) }
         else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
@@ -316,6 +324,7 @@ indirect enum JSONValue: Codable, Sendable {
         switch self {
         case .null: try c.encodeNil()
         case .bool(let b): try c.encode(b)
+        case .integer(let i): try c.encode(i)
         case .number(let n): try c.encode(n)
         case .string(let s): try c.encode(s)
         case .array(let a): try c.encode(a)

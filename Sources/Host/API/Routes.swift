@@ -21,11 +21,24 @@ public struct RouteSpec: Codable, Sendable, Equatable {
     public var action: String?
     /// Policy resource template relative to the mount (or, for host routes, absolute).
     public var resource: String?
-    /// Served while sealed (public data such as a CRL); default false.
+    /// Served while sealed (public data such as a CRL); default false. Only object routes can be.
     public var sealed: Bool?
+    /// For a route the host answers itself from the mount's public objects (ABI 1.1): the object name
+    /// template, e.g. "issuers/{name}/crl". Object routes are public GETs.
+    public var object: String?
+    /// The content types the object is offered in, the first being the default when the Accept header
+    /// names none of them.
+    public var objectTypes: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case operation, method, path, access, action, resource, sealed, object
+        case objectTypes = "object_types"
+    }
 
     public init(operation: String, method: String, path: String, access: Access, action: String? = nil,
-                resource: String? = nil, sealed: Bool? = nil) {
+                resource: String? = nil, sealed: Bool? = nil, object: String? = nil, objectTypes: [String]? = nil) {
+        self.object = object
+        self.objectTypes = objectTypes
         self.operation = operation
         self.method = method
         self.path = path
@@ -39,7 +52,7 @@ public struct RouteSpec: Codable, Sendable, Equatable {
 
     /// Nil if the declaration is complete and well formed, else why not. A route that fails this
     /// cannot be registered.
-    func problem() -> String? {
+    func problem(forEngine: Bool = true) -> String? {
         let methods: Set<String> = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         guard methods.contains(method) else { return "route \(operation): unsupported method \(method)" }
         guard !operation.isEmpty, operation.utf8.allSatisfy({ Names.isNameByte($0) }) else {
@@ -54,6 +67,20 @@ public struct RouteSpec: Codable, Sendable, Equatable {
             } else if segment == "." || segment == ".." || segment.contains("{") || segment.contains("}") {
                 return "route \(operation): bad segment \(segment)"
             }
+        }
+        if let object {
+            guard access == .public, method == "GET" else { return "route \(operation): an object route must be a public GET" }
+            guard let types = objectTypes, !types.isEmpty, types.allSatisfy(Self.isMediaType) else {
+                return "route \(operation): an object route must list its object_types"
+            }
+            for segment in object.split(separator: "/", omittingEmptySubsequences: false) {
+                if segment.isEmpty || segment == "." || segment == ".." { return "route \(operation): bad object \(object)" }
+                if segment.hasPrefix("{") && !parameters.contains(String(segment.dropFirst().dropLast())) {
+                    return "route \(operation): object uses unknown parameter \(segment)"
+                }
+            }
+        } else if sealed == true && forEngine {
+            return "route \(operation): only object routes of an engine can be served while sealed"
         }
         if access == .authenticated {
             guard let action, !action.isEmpty, action.utf8.allSatisfy({ Names.isNameByte($0) }) else {
@@ -70,6 +97,25 @@ public struct RouteSpec: Codable, Sendable, Equatable {
             }
         }
         return nil
+    }
+
+    static func isMediaType(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        return (3...100).contains(bytes.count) && bytes.filter { $0 == UInt8(ascii: "/") }.count == 1
+            && bytes.allSatisfy { Names.isNameByte($0) || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "+")
+                || ($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z")) }
+    }
+
+    /// Fills a template's parameters.
+    static func render(_ template: String, _ parameters: [String: String]) -> String {
+        template.split(separator: "/", omittingEmptySubsequences: false).map { segment in
+            segment.hasPrefix("{") ? (parameters[String(segment.dropFirst().dropLast())] ?? "") : String(segment)
+        }.joined(separator: "/")
+    }
+
+    /// The names of the path's parameters.
+    var parameterNames: Set<String> {
+        Set(segments.filter { $0.hasPrefix("{") }.map { String($0.dropFirst().dropLast()) })
     }
 
     /// Matches request segments; returns the parameters on success.
@@ -89,10 +135,7 @@ public struct RouteSpec: Codable, Sendable, Equatable {
 
     /// The resource with parameters filled in.
     func renderResource(_ parameters: [String: String]) -> String? {
-        guard let resource else { return nil }
-        return resource.split(separator: "/", omittingEmptySubsequences: false).map { segment in
-            segment.hasPrefix("{") ? (parameters[String(segment.dropFirst().dropLast())] ?? "") : String(segment)
-        }.joined(separator: "/")
+        resource.map { Self.render($0, parameters) }
     }
 }
 

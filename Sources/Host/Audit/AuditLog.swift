@@ -73,12 +73,17 @@ public final class AuditLog: Sendable {
         state = Mutex(State(fd: fd, size: Int(info.st_size), previous: previous))
     }
 
-    deinit { state.withLock { _ = close($0.fd) } }
+    deinit { state.withLock { if $0.fd >= 0 { _ = close($0.fd) } } }
 
     /// Appends an event (its `prev` is filled in). Throws if the line cannot be written: the caller must
     /// then fail the request.
     public func append(_ event: AuditEvent) throws {
         try state.withLock { s in
+            // After a failed rotation there is no open file: try again, and refuse while it fails.
+            if s.fd < 0 {
+                s.fd = try Self.open(path)
+                s.size = 0
+            }
             var event = event
             event.prev = s.previous
             let line = JSON.encode(event)
@@ -99,6 +104,8 @@ public final class AuditLog: Sendable {
     private func rotate(_ s: inout State) throws {
         fsync(s.fd)
         close(s.fd)
+        // Never keep a closed number: the next accepted socket could get it, and audit lines would go there.
+        s.fd = -1
         unlink("\(path).\(keepFiles)")
         for n in stride(from: keepFiles - 1, through: 1, by: -1) { rename("\(path).\(n)", "\(path).\(n + 1)") }
         rename(path, path + ".1")

@@ -71,7 +71,13 @@ public final class IntrospectionProvider: Sendable {
             headers.append("Authorization: Basic \(Data(credentials).base64EncodedString())")
         }
         let body = Array("token=\(formEncode(token))&token_type_hint=access_token".utf8)
-        let response = try client.request("POST", url.path, headers: headers, body: body)
+        let response: HTTPClient.Response
+        do {
+            response = try client.request("POST", url.path, headers: headers, body: body)
+        } catch {
+            logger.warning("identity provider unreachable", ["error": "\(error)"])
+            throw APIError(503, "identity_provider_unavailable", "the identity provider cannot be reached")
+        }
         guard response.status == 200 else {
             throw APIError(503, "identity_provider_unavailable", "the identity provider answered \(response.status)")
         }

@@ -103,6 +103,31 @@ enum HostABI {
                     let allowed = context.authorize(String(cString: action), String(cString: resource))
                     guard allowed else { throw HostCallError(code: MC_ERR_DENIED, reason: "denied by policy") }
                 }
+            },
+            public_put: { mount, name, nameLength, value, valueLength, contentType, reason in
+                HostABI.call(reason) {
+                    guard let mount, let contentType else { throw HostCallError.invalid("NULL argument") }
+                    guard value != nil || valueLength == 0 else { throw HostCallError.invalid("NULL value") }
+                    guard valueLength <= MountContext.maxValueBytes else {
+                        throw HostCallError(code: MC_ERR_TOO_LARGE, reason: "value of \(valueLength) bytes exceeds the limit")
+                    }
+                    let type = String(cString: contentType)
+                    guard RouteSpec.isMediaType(type) else { throw HostCallError.invalid("invalid content type \(type)") }
+                    let context = Unmanaged<MountContext>.fromOpaque(mount).takeUnretainedValue()
+                    let path = try context.storagePath(name, nameLength)
+                    let bytes = Array(UnsafeRawBufferPointer(start: value, count: valueLength))
+                    try context.barrier.storage.write {
+                        try $0.putPublicObject(path: path, contentType: type, value: bytes)
+                    }
+                }
+            },
+            public_delete: { mount, name, nameLength, reason in
+                HostABI.call(reason) {
+                    guard let mount else { throw HostCallError.invalid("NULL mount") }
+                    let context = Unmanaged<MountContext>.fromOpaque(mount).takeUnretainedValue()
+                    let path = try context.storagePath(name, nameLength)
+                    try context.barrier.storage.write { try $0.deletePublicObjects(path: path) }
+                }
             }))
         return UnsafePointer(pointer)
     }()

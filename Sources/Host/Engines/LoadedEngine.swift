@@ -124,7 +124,9 @@ public enum EngineLoader {
               t.handle != nil, t.mount_free != nil, t.release != nil
         else { throw refuse("its engine table has a NULL entry") }
         let type = String(cString: namePointer)
-        guard Names.isValidMountName(type), !type.contains("_") else { throw refuse("invalid engine name \(type)") }
+        guard Names.isValidMountName(type), !type.contains("_"), !["sys", "auth", "engine"].contains(type) else {
+            throw refuse("invalid engine name \(type): lowercase letters, digits and '-', and not sys, auth or engine")
+        }
         if let expected = config.type, expected != type {
             throw refuse("it reports type \(type), the configuration expects \(expected)")
         }

@@ -27,3 +27,33 @@ struct ConfigTests {
 extension String {
     func prepending(_ prefix: String) -> String { prefix + self }
 }
+
+import EngineKit
+import MetacryptCrypto
+
+@Suite("Shared parsers")
+struct SharedParserTests {
+    @Test func durationsAcceptOneWholeNumberAndOneUnit() throws {
+        #expect(try Durations.seconds("90") == 90)
+        #expect(try Durations.seconds("90s") == 90)
+        #expect(try Durations.seconds("15m") == 900)
+        #expect(try Durations.seconds("24h") == 86_400)
+        #expect(try Durations.seconds("30d") == 2_592_000)
+        for bad in ["", "h", "-5s", "+5s", "1.5h", "1h30m", "05m", "10y", " 5s", "5 s", "99999999999999d"] {
+            #expect(throws: EngineError.self, "\(bad)") { try Durations.seconds(bad) }
+        }
+    }
+
+    @Test func base64DecodesOnlyCanonicalStandardEncodings() {
+        #expect(Base64.decode("aGVsbG8=") == Array("hello".utf8))
+        #expect(Base64.decode("") == [])
+        #expect(Base64.encode(Array("hello".utf8)) == "aGVsbG8=")
+        for bad in ["aGVsbG8", "aGVsbG8==", "aGVs bG8=", "aGVsbG9=", "a-_v", "aGVs\nbG8=", "=aGV", "aG=s"] {
+            #expect(Base64.decode(bad) == nil, "\(bad)")
+        }
+        for length in 0..<40 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            #expect(Base64.decode(Base64.encode(bytes)) == bytes)
+        }
+    }
+}

@@ -213,3 +213,23 @@ def kv_server(server_factory, kv_engine):
     s = server_factory(engines=[kv_engine]).start().initialize()
     s.mount("kv", "kv")
     return s
+
+
+@pytest.fixture(scope="session")
+def bundled_engine():
+    """The path of an engine SwiftPM built, e.g. bundled_engine("Transit") -> .../libTransit.so."""
+    directory = bin_dir()
+
+    def find(name: str) -> Path:
+        path = directory / f"lib{name}.so"
+        assert path.exists(), f"{path} is missing: run `swift build` first"
+        return path
+
+    return find
+
+
+def engine_server(server_factory, engine_path: Path, engine_type: str, mount: str = None, **kwargs):
+    """An initialised, unsealed server with one engine loaded and mounted (at its type name by default)."""
+    s = server_factory(engines=[engine_path], **kwargs).start().initialize()
+    s.mount(mount or engine_type, engine_type)
+    return s

@@ -25,3 +25,11 @@ int mc_evp_cipher_ctx_set_tag(EVP_CIPHER_CTX *ctx, int len, void *tag) {
 long mc_bio_get_mem_data(BIO *bio, char **data) {
     return BIO_get_mem_data(bio, data);
 }
+
+void mc_openssl_secure_clear_free(void *ptr, size_t len) {
+    OPENSSL_secure_clear_free(ptr, len);
+}
+
+int mc_evp_pkey_keypair_selection(void) { return EVP_PKEY_KEYPAIR; }
+
+int mc_evp_pkey_public_key_selection(void) { return EVP_PKEY_PUBLIC_KEY; }

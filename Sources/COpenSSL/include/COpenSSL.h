@@ -8,7 +8,10 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/kdf.h>
+#include <openssl/objects.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -21,5 +24,8 @@ int mc_evp_cipher_ctx_set_ivlen(EVP_CIPHER_CTX *ctx, int len);
 int mc_evp_cipher_ctx_get_tag(EVP_CIPHER_CTX *ctx, int len, void *tag);
 int mc_evp_cipher_ctx_set_tag(EVP_CIPHER_CTX *ctx, int len, void *tag);
 long mc_bio_get_mem_data(BIO *bio, char **data);
+void mc_openssl_secure_clear_free(void *ptr, size_t len);
+int mc_evp_pkey_keypair_selection(void);
+int mc_evp_pkey_public_key_selection(void);
 
 #endif

@@ -45,5 +45,6 @@ let package = Package(
             linkerSettings: engineLinkerSettings),
 
         .testTarget(name: "HostTests", dependencies: ["Host", "MetacryptCrypto", "EngineKit"]),
+        .testTarget(name: "CryptoTests", dependencies: ["MetacryptCrypto"]),
     ]
 )

@@ -44,6 +44,9 @@ let package = Package(
             name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/Transit",
             linkerSettings: engineLinkerSettings),
 
+        // Benchmarks (bench/run builds and runs them; never part of the test suite's pass or fail).
+        .executableTarget(name: "barrier-bench", dependencies: ["Host", "MetacryptCrypto"], path: "bench/BarrierBench"),
+
         .testTarget(name: "HostTests", dependencies: ["Host", "MetacryptCrypto", "EngineKit"]),
         .testTarget(name: "CryptoTests", dependencies: ["MetacryptCrypto"]),
     ]

@@ -149,12 +149,19 @@ public enum Server {
         var refusals: [EngineRefusal] = []
         for engineConfig in engineConfigs {
             do {
+                var started = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &started)
                 let engine = try EngineLoader.load(engineConfig)
+                var finished = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &finished)
+                let loadMilliseconds = Double(finished.tv_sec - started.tv_sec) * 1e3
+                    + Double(finished.tv_nsec - started.tv_nsec) / 1e6
                 if engines.contains(where: { $0.type == engine.type }) {
                     throw EngineLoader.Failure(reason: "engine \(engineConfig.path) refused: type \(engine.type) is already loaded")
                 }
                 engines.append(engine)
-                logger.info("engine loaded", ["engine.type": engine.type, "engine.path": engine.path])
+                logger.info("engine loaded", ["engine.type": engine.type, "engine.path": engine.path,
+                                              "load_ms": format3(loadMilliseconds)])
             } catch {
                 refusals.append(EngineRefusal(path: engineConfig.path, reason: "\(error)"))
                 logger.error("\(error)")
@@ -305,6 +312,13 @@ public enum Server {
         let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
     }
+}
+
+/// A number with three decimals, for log fields.
+func format3(_ value: Double) -> String {
+    let thousandths = Int((value * 1000).rounded())
+    let fraction = String(abs(thousandths) % 1000)
+    return "\(thousandths / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)"
 }
 
 /// Reads a whole file.

@@ -399,6 +399,21 @@ public final class Barrier: Sendable {
         throw BarrierError(.busy, "key \(keyID) changed during the write; try again")
     }
 
+    /// Seals and stores many entries under the current version of `keyID` in one transaction.
+    public func putMany(_ items: [(path: String, value: [UInt8])], keyID: String) throws {
+        for item in items { try Self.validatePath(item.path) }
+        guard let current = ring.withLock({ $0 }) else { throw BarrierError.sealed() }
+        guard let (version, key) = current.current(keyID) else {
+            throw BarrierError(.unknownKey, "no data key with id \(keyID)")
+        }
+        let entries = try items.map {
+            try sealEntry(path: $0.path, plaintext: $0.value, keyID: keyID, version: version, key: key)
+        }
+        try storage.write { tx in
+            for entry in entries { try tx.putEntry(entry) }
+        }
+    }
+
     /// True if an entry was deleted.
     @discardableResult
     public func delete(_ path: String) throws -> Bool {

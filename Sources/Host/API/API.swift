@@ -382,6 +382,8 @@ public final class API: Sendable {
     public func seal() {
         mounts.deactivateAll()
         policy.clear()
+        tokens.clearCache()
+        accounts.clearCache()
         barrier.seal()
     }
 

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import MetacryptCrypto
+import Synchronization
 
 /// The identity behind a request.
 public struct Caller: Sendable, Equatable {
@@ -24,7 +25,7 @@ public final class TokenStore: Sendable {
     static let prefix = "sys/tokens/"
     static let tokenPrefix = "mct."
 
-    struct Record: Codable {
+    struct Record: Codable, Sendable {
         var username: String
         var createdAt: Int64
         /// Unix seconds.
@@ -41,6 +42,11 @@ public final class TokenStore: Sendable {
     let accounts: AccountStore
     let ttlSeconds: Int64
     let now: @Sendable () -> Int64
+    /// Token records already read, by digest (never the token itself). Revocation goes through this store,
+    /// so the cache is exact; it is bounded and emptied at seal.
+    private let cache = BoundedCache<TokenDigest, Record>(capacity: 100_000)
+    /// Orders a cache fill against a revocation, so a revoked token can never be cached again.
+    private let changes = Mutex<Void>(())
 
     init(barrier: Barrier, accounts: AccountStore, ttlSeconds: Int64, now: @escaping @Sendable () -> Int64) {
         self.barrier = barrier
@@ -66,10 +72,20 @@ public final class TokenStore: Sendable {
     /// The caller a token stands for, or nil if it is unknown, expired, or its account is gone or disabled.
     public func lookup(_ token: String) throws -> Caller? {
         guard token.hasPrefix(Self.tokenPrefix), token.utf8.count < 200 else { return nil }
-        guard let bytes = try barrier.get(Self.path(token)),
-              let record = try? JSONDecoder().decode(Record.self, from: Data(bytes.unsafeArray()))
-        else { return nil }
-        guard record.expiresAt > now() else {
+        let digest = TokenDigest(token)
+        let time = now()
+        var found = cache.get(digest, now: Double(time))
+        if found == nil {
+            found = try changes.withLock { _ -> Record? in
+                guard let bytes = try barrier.get(Self.path(token)),
+                      let record = try? JSONDecoder().decode(Record.self, from: Data(bytes.unsafeArray()))
+                else { return nil }
+                cache.put(digest, record, expires: Double(record.expiresAt), now: Double(time))
+                return record
+            }
+            if found == nil { return nil }
+        }
+        guard let record = found, record.expiresAt > time else {
             _ = try? barrier.delete(Self.path(token))
             return nil
         }
@@ -79,8 +95,14 @@ public final class TokenStore: Sendable {
 
     public func revoke(_ token: String) throws {
         guard token.hasPrefix(Self.tokenPrefix) else { return }
-        try barrier.delete(Self.path(token))
+        try changes.withLock { _ in
+            try barrier.delete(Self.path(token))
+            cache.remove(TokenDigest(token))
+        }
     }
+
+    /// Forgets every cached token record (at seal).
+    func clearCache() { cache.removeAll() }
 
     /// A short, non-reversible label for a token, safe for logs.
     static func label(_ token: String) -> String { String(Hex.encode(SHA256.hash(Array(token.utf8))).prefix(12)) }

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import MetacryptCrypto
+import Synchronization
 
 /// Usernames are normalised one way everywhere (creation, login, policy subjects, tokens): ASCII
 /// letters folded to lowercase, and then only [a-z0-9._-], 1-64 bytes, starting with a letter or
@@ -68,6 +69,11 @@ public final class AccountStore: Sendable {
     /// A hash at the configured cost of a random, forgotten password: verified against when the username
     /// is unknown, so that a miss costs what a hit costs.
     private let dummyHash: String
+    /// Accounts already read, so authenticating a token needs no storage read. Every change to an account
+    /// goes through this store, under `changes`, so the cache is never stale; it is emptied at seal.
+    private let cache = Mutex<[String: Account]>([:])
+    private let changes = Mutex<Void>(())
+    static let cacheLimit = 10_000
 
     init(barrier: Barrier, parameters: Argon2Parameters, now: @escaping @Sendable () -> Int64) {
         self.barrier = barrier
@@ -91,8 +97,11 @@ public final class AccountStore: Sendable {
 
     public func create(username raw: String, password: String, roles: [Role]) throws -> Summary {
         let record = try record(username: raw, password: password, roles: roles)
-        guard try barrier.put(record.path, value: record.value, keyID: Barrier.systemKeyID, createOnly: true) else {
-            throw APIError(409, "exists", "an account named \(record.username) exists")
+        try changes.withLock { _ in
+            guard try barrier.put(record.path, value: record.value, keyID: Barrier.systemKeyID, createOnly: true) else {
+                throw APIError(409, "exists", "an account named \(record.username) exists")
+            }
+            remember(record.account)
         }
         return summary(record.account)
     }
@@ -112,9 +121,25 @@ public final class AccountStore: Sendable {
     }
 
     public func get(_ raw: String) throws -> Account? {
-        guard let username = Usernames.normalise(raw), let bytes = try barrier.get(Self.prefix + username) else { return nil }
-        return try JSONDecoder().decode(Account.self, from: Data(bytes.unsafeArray()))
+        guard let username = Usernames.normalise(raw) else { return nil }
+        if let cached = cache.withLock({ $0[username] }) { return cached }
+        return try changes.withLock { _ in
+            guard let bytes = try barrier.get(Self.prefix + username) else { return nil }
+            let account = try JSONDecoder().decode(Account.self, from: Data(bytes.unsafeArray()))
+            remember(account)
+            return account
+        }
     }
+
+    private func remember(_ account: Account) {
+        cache.withLock { cache in
+            if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }
+            cache[account.username] = account
+        }
+    }
+
+    /// Forgets every cached account (at seal).
+    func clearCache() { cache.withLock { $0.removeAll() } }
 
     public func list() throws -> [Summary] {
         try barrier.list(prefix: Self.prefix).compactMap { path in
@@ -133,13 +158,19 @@ public final class AccountStore: Sendable {
             account.roles = Array(Set(roles)).sorted { $0.rawValue < $1.rawValue }
         }
         if let disabled { account.disabled = disabled }
-        try barrier.put(Self.prefix + account.username, value: JSON.encode(account), keyID: Barrier.systemKeyID)
+        try changes.withLock { _ in
+            try barrier.put(Self.prefix + account.username, value: JSON.encode(account), keyID: Barrier.systemKeyID)
+            remember(account)
+        }
         return summary(account)
     }
 
     public func delete(_ raw: String) throws -> Bool {
         guard let username = Usernames.normalise(raw) else { return false }
-        return try barrier.delete(Self.prefix + username)
+        return try changes.withLock { _ in
+            cache.withLock { $0[username] = nil }
+            return try barrier.delete(Self.prefix + username)
+        }
     }
 
     /// The account's caller if the password is right and the account enabled; otherwise nil. An unknown

@@ -196,6 +196,16 @@ final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
         }
     }
 
+    func remove(_ key: Key) { state.withLock { _ = $0.entries.removeValue(forKey: key) } }
+
+    func removeAll() {
+        state.withLock { s in
+            s.entries.removeAll()
+            s.order.removeAll()
+            s.head = 0
+        }
+    }
+
     private static func evictOne(_ s: inout State) {
         while s.head < s.order.count {
             let candidate = s.order[s.head]

@@ -370,7 +370,7 @@ public final class Barrier: Sendable {
     public func get(_ path: String) throws -> SecureBytes? {
         try Self.validatePath(path)
         guard let current = ring.withLock({ $0 }) else { throw BarrierError.sealed() }
-        guard let stored = try storage.read({ try $0.entry(path) }) else { return nil }
+        guard let stored = try storage.entry(path) else { return nil }
         return try open(stored, ring: current)
     }
 

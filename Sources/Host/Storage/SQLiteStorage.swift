@@ -31,6 +31,11 @@ public final class SQLiteStorage: Storage {
         try withConnection { try $0.transaction(immediate: false, body) }
     }
 
+    public func entry(_ path: String) throws -> StoredEntry? {
+        // A single SELECT runs in its own implicit transaction: BEGIN and COMMIT would only add round trips.
+        try withConnection { try SQLiteTransaction(connection: $0).entry(path) }
+    }
+
     /// The value of a PRAGMA on a fresh connection and on a pooled one, for tests of audit #46.
     public func pragmaOnEveryConnection(_ name: String, connections: Int) throws -> [String] {
         var taken: [SQLiteConnection] = []

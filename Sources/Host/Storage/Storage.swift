@@ -5,6 +5,8 @@ public protocol Storage: Sendable {
     func write<T>(_ body: (any StorageTransaction) throws -> T) throws -> T
     /// Runs `body` against a consistent read snapshot.
     func read<T>(_ body: (any StorageTransaction) throws -> T) throws -> T
+    /// One entry, read on its own: the hot path of every request, without a transaction around it.
+    func entry(_ path: String) throws -> StoredEntry?
 }
 
 /// A barrier entry as stored: ciphertext plus the key id and version it was sealed with, kept in

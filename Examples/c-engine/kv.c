@@ -298,8 +298,10 @@ static const mc_engine engine = {
 #ifndef KV_NO_ENTRY
 KV_EXPORT const mc_engine *metacrypt_engine_v1(uint32_t host_abi_version,
                                                const mc_host *h) {
+    /* Any 1.x host: the 1.0 members are required, later ones are checked
+     * with MC_HAS_MEMBER where they are used (public_put, from 1.1). */
     if (MC_ABI_MAJOR(host_abi_version) != MC_ABI_VERSION_MAJOR ||
-        h == NULL || h->size < sizeof(mc_host))
+        h == NULL || h->size < offsetof(mc_host, public_put))
         return NULL;
     host = h;
     return &engine;

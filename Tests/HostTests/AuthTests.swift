@@ -115,3 +115,31 @@ func residentKiB() -> Int {
     }
     return 0
 }
+
+@Suite("Introspection answers")
+struct IntrospectionAnswerTests {
+    let configuration = IntrospectionProvider.Configuration(url: "https://idp.example/introspect")
+    let logger = Logger(label: "test", level: .error)
+
+    func decode(_ json: String) throws -> [String: JSONValue] {
+        try JSON.decode([String: JSONValue].self, from: Array(json.utf8))
+    }
+
+    @Test func anExpiryInThePastRefusesTheTokenWhetherIntegerOrFraction() throws {
+        for exp in ["999", "999.5"] {
+            let answer = try decode(#"{"active": true, "username": "alice", "exp": \#(exp)}"#)
+            #expect(IntrospectionProvider.caller(from: answer, now: 1_000, configuration: configuration, logger: logger) == nil)
+        }
+        let live = try decode(#"{"active": true, "username": "alice", "exp": 2000, "roles": ["user", "root"]}"#)
+        let caller = IntrospectionProvider.caller(from: live, now: 1_000, configuration: configuration, logger: logger)
+        #expect(caller == Caller(name: "alice", roles: ["user"], isAdmin: false), "unknown roles are dropped")
+    }
+
+    @Test func inactiveOrNamelessAnswersAreRefused() throws {
+        for json in [#"{"active": false, "username": "alice"}"#, #"{"username": "alice"}"#,
+                     #"{"active": true}"#, #"{"active": true, "username": "\u0430lice"}"#] {
+            #expect(IntrospectionProvider.caller(from: try decode(json), now: 0, configuration: configuration,
+                                                 logger: logger) == nil, "\(json)")
+        }
+    }
+}

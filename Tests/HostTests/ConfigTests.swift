@@ -57,3 +57,12 @@ struct SharedParserTests {
         }
     }
 }
+
+@Suite("Timestamps")
+struct TimestampTests {
+    @Test func auditTimestampsAreRFC3339InUTC() {
+        #expect(iso8601(0) == "1970-01-01T00:00:00Z")
+        #expect(iso8601(1_796_317_477.9) == "2026-12-03T17:04:37Z")
+        #expect(iso8601(951_782_400) == "2000-02-29T00:00:00Z")
+    }
+}

@@ -179,7 +179,8 @@ public final class API: Sendable {
             }
             guard let mount else {
                 if barrier.isSealed { throw APIError.sealed }
-                throw APIError(503, "mount_unavailable", "mount \(mountName) is not running: \(mounts.unavailableMounts()[mountName] ?? "unknown reason")")
+                // The reason is for administrators (GET /v1/sys/mounts), not for whoever asks before authenticating.
+                throw APIError(503, "mount_unavailable", "mount \(mountName) is not running")
             }
             return try callEngine(mount: mount, spec: spec, request: request, requestID: requestID,
                                   parameters: parameters, body: request.body, trace: trace)
@@ -199,8 +200,9 @@ public final class API: Sendable {
         let wanted = accept.split(separator: ",").map { item in
             String((item.split(separator: ";").first ?? "").filter { $0 != " " && $0 != "\t" })
         }
-        let choice = wanted.lazy.compactMap { type in stored.first { $0.contentType == type } }.first
-            ?? (spec.objectTypes ?? []).lazy.compactMap { type in stored.first { $0.contentType == type } }.first
+        let offered = spec.objectTypes ?? []
+        let choice = wanted.lazy.filter(offered.contains).compactMap { type in stored.first { $0.contentType == type } }.first
+            ?? offered.lazy.compactMap { type in stored.first { $0.contentType == type } }.first
         guard let choice else { throw APIError.notFound("no object \(name)") }
         return HTTPResponse(status: 200, headers: [("Content-Type", choice.contentType)], body: choice.value)
     }
@@ -302,7 +304,7 @@ public final class API: Sendable {
     func auditLine(_ type: String, _ requestID: String, _ trace: Trace, status: Int?, error: String?) throws {
         guard let audit else { return }
         try audit.append(AuditEvent(
-            time: Date(timeIntervalSince1970: now()).formatted(.iso8601), type: type, requestID: requestID,
+            time: iso8601(now()), type: type, requestID: requestID,
             caller: trace.caller.name, roles: trace.caller.roles, mount: trace.mount, operation: trace.operation,
             resource: trace.resource, status: status, error: error, prev: ""))
     }
@@ -338,6 +340,13 @@ public final class API: Sendable {
         public var action: String?
         public var resource: String?
         public var sealed: Bool
+        public var object: String?
+        public var objectTypes: [String]?
+
+        enum CodingKeys: String, CodingKey {
+            case method, path, operation, access, action, resource, sealed, object
+            case objectTypes = "object_types"
+        }
     }
 
     public func allRoutes() -> [RouteListing] {
@@ -352,7 +361,8 @@ public final class API: Sendable {
                 listing.append(RouteListing(
                     method: spec.method, path: "/v1/\(record.type)/\(record.name)/\(spec.path)", operation: spec.operation,
                     access: spec.access, action: spec.action,
-                    resource: spec.resource.map { "\(record.type)/\(record.name)/\($0)" }, sealed: spec.sealed ?? false))
+                    resource: spec.resource.map { "\(record.type)/\(record.name)/\($0)" }, sealed: spec.sealed ?? false,
+                    object: spec.object, objectTypes: spec.objectTypes))
             }
         }
         return listing

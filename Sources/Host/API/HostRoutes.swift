@@ -252,6 +252,9 @@ extension API {
                 guard let spec = mount.engine.routes.first(where: { $0.operation == body.operation }) else {
                     throw APIError.notFound("engine \(mount.record.type) has no operation \(body.operation)")
                 }
+                guard spec.object == nil else {
+                    throw APIError.badRequest("operation \(body.operation) is a public object: GET /v1/\(mount.record.type)/\(mount.record.name)/\(spec.path)")
+                }
                 // Exactly the route's path parameters, each a valid single segment: no extra names an engine
                 // might read that policy never saw.
                 let parameters = body.params ?? [:]

@@ -15,7 +15,7 @@ public struct RouteSpec: Codable, Sendable, Equatable {
     public var operation: String
     public var method: String
     /// Segments separated by '/'; a segment `{name}` is a parameter matching one non-empty segment.
-    public var path: String
+    public let path: String
     public var access: Access
     /// Policy action; required for authenticated routes.
     public var action: String?
@@ -37,6 +37,7 @@ public struct RouteSpec: Codable, Sendable, Equatable {
 
     public init(operation: String, method: String, path: String, access: Access, action: String? = nil,
                 resource: String? = nil, sealed: Bool? = nil, object: String? = nil, objectTypes: [String]? = nil) {
+        self.segments = path.split(separator: "/", omittingEmptySubsequences: false)
         self.object = object
         self.objectTypes = objectTypes
         self.operation = operation
@@ -48,7 +49,20 @@ public struct RouteSpec: Codable, Sendable, Equatable {
         self.sealed = sealed
     }
 
-    var segments: [Substring] { path.split(separator: "/", omittingEmptySubsequences: false) }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            operation: try c.decode(String.self, forKey: .operation), method: try c.decode(String.self, forKey: .method),
+            path: try c.decode(String.self, forKey: .path), access: try c.decode(Access.self, forKey: .access),
+            action: try c.decodeIfPresent(String.self, forKey: .action),
+            resource: try c.decodeIfPresent(String.self, forKey: .resource),
+            sealed: try c.decodeIfPresent(Bool.self, forKey: .sealed),
+            object: try c.decodeIfPresent(String.self, forKey: .object),
+            objectTypes: try c.decodeIfPresent([String].self, forKey: .objectTypes))
+    }
+
+    /// The path split once, at declaration: matching runs on every request.
+    let segments: [Substring]
 
     /// Nil if the declaration is complete and well formed, else why not. A route that fails this
     /// cannot be registered.

@@ -31,6 +31,8 @@ public final class IntrospectionProvider: Sendable {
             case cacheTTLSeconds = "cache_ttl_seconds"
             case cacheSize = "cache_size"
         }
+
+        public init(url: String) { self.url = url }
     }
 
     let configuration: Configuration
@@ -84,8 +86,19 @@ public final class IntrospectionProvider: Sendable {
         guard let object = try? JSONDecoder().decode([String: JSONValue].self, from: Data(response.body)) else {
             throw APIError(503, "identity_provider_unavailable", "the identity provider's answer is not JSON")
         }
+        return Self.caller(from: object, now: now(), configuration: configuration, logger: logger)
+    }
+
+    /// The caller an RFC 7662 answer describes, or nil if it is inactive, expired or names no usable user.
+    static func caller(from object: [String: JSONValue], now: Double, configuration: Configuration, logger: Logger)
+        -> Caller?
+    {
         guard case .bool(true) = object["active"] else { return nil }
-        if case .number(let exp) = object["exp"], exp <= now() { return nil }
+        switch object["exp"] {
+        case .integer(let exp)?: if Double(exp) <= now { return nil }
+        case .number(let exp)?: if exp <= now { return nil }
+        default: break
+        }
 
         let usernameValue = object[configuration.usernameClaim ?? "username"] ?? object["sub"]
         guard case .string(let rawName) = usernameValue, let name = Usernames.normalise(rawName) else {

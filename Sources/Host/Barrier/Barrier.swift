@@ -33,6 +33,7 @@ public final class Barrier: Sendable {
 
     let storage: any Storage
     private let ring = Mutex<KeyRing?>(nil)
+    private let initializedSeen = Atomic<Bool>(false)
     /// Serialises initialize, unseal, seal and key management. Reads and writes never take it.
     private let management = Mutex<Void>(())
     private let now: @Sendable () -> Int64
@@ -45,8 +46,11 @@ public final class Barrier: Sendable {
     // MARK: - Lifecycle
 
     public func status() throws -> Status {
-        let initialized = try storage.read { try $0.sealConfig() } != nil
-        return Status(initialized: initialized, sealed: ring.withLock { $0 == nil })
+        // Once initialised, always initialised: only the first answers need storage.
+        if !initializedSeen.load(ordering: .acquiring), try storage.read({ try $0.sealConfig() }) != nil {
+            initializedSeen.store(true, ordering: .releasing)
+        }
+        return Status(initialized: initializedSeen.load(ordering: .acquiring), sealed: ring.withLock { $0 == nil })
     }
 
     public var isSealed: Bool { ring.withLock { $0 == nil } }
@@ -265,7 +269,9 @@ public final class Barrier: Sendable {
 
     /// Deletes every entry sealed under `keyID`, every version of the key, and the entries at `paths`
     /// (the record that named the key), in one transaction.
-    public func destroyKey(_ keyID: String, deleting paths: [String] = []) throws {
+    public func destroyKey(
+        _ keyID: String, deleting paths: [String] = [], alsoInTransaction more: ((any StorageTransaction) throws -> Void)? = nil
+    ) throws {
         guard keyID != Self.systemKeyID else { throw BarrierError(.invalidArgument, "the system key cannot be destroyed") }
         for path in paths { try Self.validatePath(path) }
         try management.withLock { _ in
@@ -274,6 +280,7 @@ public final class Barrier: Sendable {
                 _ = try tx.deleteEntries(keyID: keyID)
                 for path in paths { _ = try tx.deleteEntry(path) }
                 try tx.deleteWrappedKeys(keyID: keyID, below: nil)
+                try more?(tx)
             }
             ring.withLock { $0 = $0?.removing(keyID) }
         }
@@ -338,11 +345,13 @@ public final class Barrier: Sendable {
 
     private func retireOldVersions(_ keyID: String, below version: UInt32) throws {
         try management.withLock { _ in
-            try storage.write { tx in
-                guard try tx.countEntries(keyID: keyID, below: version) == 0 else { return }
+            let retired = try storage.write { tx -> Bool in
+                guard try tx.countEntries(keyID: keyID, below: version) == 0 else { return false }
                 try tx.deleteWrappedKeys(keyID: keyID, below: version)
+                return true
             }
-            ring.withLock { $0 = $0?.dropping(keyID, below: version) }
+            // Only keys that are gone from storage leave the ring; an entry that slipped in keeps its key.
+            if retired { ring.withLock { $0 = $0?.dropping(keyID, below: version) } }
         }
     }
 

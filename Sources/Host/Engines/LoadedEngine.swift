@@ -90,7 +90,12 @@ public enum EngineLoader {
         }
 
         // Compare the pin before a single byte of the engine runs.
-        let digest = try hashFile(fd: fd, size: Int(info.st_size))
+        let digest: [UInt8]
+        do {
+            digest = try hashFile(fd: fd, size: Int(info.st_size))
+        } catch let failure as Failure {
+            throw refuse(failure.reason)
+        }
         guard let pin = Hex.decode(config.sha256), pin.count == SHA256.size else {
             throw refuse("the configured sha256 pin is not 64 hex digits")
         }
@@ -124,8 +129,8 @@ public enum EngineLoader {
               t.handle != nil, t.mount_free != nil, t.release != nil
         else { throw refuse("its engine table has a NULL entry") }
         let type = String(cString: namePointer)
-        guard Names.isValidMountName(type), !type.contains("_"), !["sys", "auth", "engine"].contains(type) else {
-            throw refuse("invalid engine name \(type): lowercase letters, digits and '-', and not sys, auth or engine")
+        guard Names.isValidMountName(type), !type.contains("_"), !["sys", "auth", "engine", "system"].contains(type) else {
+            throw refuse("invalid engine name \(type): lowercase letters, digits and '-', and not sys, auth, engine or system")
         }
         if let expected = config.type, expected != type {
             throw refuse("it reports type \(type), the configuration expects \(expected)")

@@ -329,8 +329,7 @@ public final class Mounts: Sendable {
     }
 
     private func remove(_ record: MountRecord) throws {
-        try barrier.destroyKey(MountContext.keyID(for: record.name), deleting: [Self.recordPrefix + record.name])
-        try barrier.storage.write { tx in
+        try barrier.destroyKey(MountContext.keyID(for: record.name), deleting: [Self.recordPrefix + record.name]) { tx in
             try tx.deletePublicObjects(prefix: "engine/\(record.type)/\(record.name)/")
             try tx.deleteMountRouting(name: record.name)
         }

@@ -58,7 +58,7 @@ public struct Logger: Sendable {
     }
 
     private func timestamp() -> String {
-        Date().formatted(.iso8601)
+        iso8601(Date().timeIntervalSince1970)
     }
 
     private func quoted(_ value: String) -> String {

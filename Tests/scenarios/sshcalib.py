@@ -92,6 +92,14 @@ class SSHD:
         self.config.write_text("\n".join(lines) + "\n")
         self.process = None
 
+    def log_since(self, offset: int) -> str:
+        """sshd's log from `offset` (a length of log_text() taken before a connection)."""
+        time.sleep(0.1)  # sshd writes the refusal as the client disconnects
+        return self.log_text()[offset:]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
     def host_public_key(self) -> str:
         return pub(self.host_key)
 

@@ -215,8 +215,10 @@ def test_sshd_accepts_a_certificate_for_the_login_user_and_refuses_another_princ
 
     other = keygen(tmp_path, "other")
     cert = write_cert(other, sign_user(ca, other, principals=["somebody-else"])["signed_key"])
+    mark = len(sshd.log_text())
     r = sshd.ssh(other, cert=cert)
     assert r.returncode == 255 and b"Permission denied" in r.stderr
+    assert "not a listed principal" in sshd.log_since(mark)
 
     plain = keygen(tmp_path, "plain")
     assert sshd.ssh(plain).returncode == 255, "a key without a certificate gets nowhere"
@@ -229,16 +231,20 @@ def test_sshd_refuses_an_expired_certificate(ca, sshd, tmp_path):
     # The engine takes no clock from callers, so the only way to an expired certificate is to wait.
     while time.time() <= answer["valid_before"] + 1:
         time.sleep(0.2)
+    mark = len(sshd.log_text())
     r = sshd.ssh(key, cert=cert)
     assert r.returncode == 255 and b"Permission denied" in r.stderr
+    assert "expired" in sshd.log_since(mark)
 
 
 def test_sshd_refuses_a_certificate_whose_source_address_excludes_loopback(ca, sshd, tmp_path):
     assert ca.request("PUT", f"{BASE}/profiles/office", {"critical_options": {"source-address": "10.0.0.0/8"}}).status == 200
     assert ca.request("PUT", f"{BASE}/profiles/local", {"critical_options": {"source-address": "127.0.0.0/8"}}).status == 200
     key = keygen(tmp_path, "id")
+    mark = len(sshd.log_text())
     r = sshd.ssh(key, cert=write_cert(key, sign_user(ca, key, principals=["root"], profile="office")["signed_key"]))
     assert r.returncode == 255
+    assert "source-address" in sshd.log_since(mark) or "source address" in sshd.log_since(mark)
     r = sshd.ssh(key, cert=write_cert(key, sign_user(ca, key, principals=["root"], profile="local")["signed_key"]))
     assert r.returncode == 0, r.stderr
 
@@ -357,7 +363,9 @@ def test_a_revoked_certificate_is_refused_by_sshd_and_reported_by_ssh_keygen(ca,
     sshd.krl_file.write_bytes(krl)
 
     assert sshd.ssh(keys[0], cert=certs[0]).returncode == 0
+    mark = len(sshd.log_text())
     assert sshd.ssh(keys[1], cert=certs[1]).returncode == 255
+    assert "revoked" in sshd.log_since(mark).lower()
     assert sshd.ssh(keys[2], cert=certs[2]).returncode == 0
     out = run("ssh-keygen", "-Q", "-f", sshd.krl_file, *certs, check=False).stdout.decode().splitlines()
     assert [line.rsplit(": ", 1)[1] for line in out] == ["ok", "REVOKED", "ok"]

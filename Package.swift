@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "metacrypt", targets: ["metacrypt"]),
         .library(name: "Transit", type: .dynamic, targets: ["Transit"]),
+        .library(name: "SSHCA", type: .dynamic, targets: ["SSHCA"]),
     ],
     targets: [
         // The stable engine ABI: one pure C header shared by the host and every engine.
@@ -42,6 +43,9 @@ let package = Package(
 
         .target(
             name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/Transit",
+            linkerSettings: engineLinkerSettings),
+        .target(
+            name: "SSHCA", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/SSHCA",
             linkerSettings: engineLinkerSettings),
 
         // Benchmarks (bench/run builds and runs them; never part of the test suite's pass or fail).

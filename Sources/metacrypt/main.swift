@@ -18,6 +18,7 @@ let usage = """
                         [--disable | --enable] | delete NAME
       metacrypt policy list | read ID | write ID FILE|- | delete ID
       metacrypt mount list | enable NAME TYPE | disable NAME
+      metacrypt transit create|list|read|rotate|config|trim|delete|encrypt|decrypt|rewrap|sign|verify|hmac ...
       metacrypt audit verify FILE...   (oldest first, e.g. audit.log.2 audit.log.1 audit.log)
 
     Client commands read METACRYPT_ADDR, METACRYPT_TOKEN and METACRYPT_CACERT.
@@ -226,6 +227,8 @@ do {
             printBody(try client.request("DELETE", "/v1/sys/mounts/\(rest[1])"))
         default: fail(usage)
         }
+
+    case "transit": try runTransitCommand(Array(args.dropFirst()))
 
     case "help", "--help", "-h":
         print(usage)

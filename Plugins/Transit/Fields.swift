@@ -119,8 +119,8 @@ struct Fields {
         return bytes
     }
 
-    func requiredBase64(_ key: String) throws -> [UInt8] {
-        guard let value = try base64(key) else { throw EngineError.invalid("missing field \(place)\(key)") }
+    func requiredBase64(_ key: String, maximum: Int? = nil) throws -> [UInt8] {
+        guard let value = try base64(key, maximum: maximum) else { throw EngineError.invalid("missing field \(place)\(key)") }
         return value
     }
 

@@ -88,7 +88,9 @@ final class KeyStore: Sendable {
         }
         let entry = entry(for: ring.name)
         try entry.writer.withLock { _ in
-            guard entry.ring.read({ $0 }) == nil else { throw EngineError.exists("a key named \(ring.name) already exists") }
+            guard entry.ring.read({ $0 }) == nil else {
+                throw EngineError.exists("a key named \(ring.name) already exists")
+            }
             try storage.put(Self.storageKey(ring.name), try KeyRecord.encode(ring), createOnly: true)
             entry.ring.write { $0 = ring }
         }

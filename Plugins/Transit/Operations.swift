@@ -113,7 +113,7 @@ extension TransitEngine {
     }
 
     func encrypt(_ fields: Fields, _ ring: KeyRing) throws -> [String: JSONValue] {
-        var plaintext = try fields.requiredBase64("plaintext")
+        var plaintext = try fields.requiredBase64("plaintext", maximum: Self.maximumInput)
         defer { secureWipe(&plaintext) }
         let context = try context(fields)
         let key = try ring.encryptionVersion(fields.version("key_version"), place: fields.place)
@@ -144,7 +144,7 @@ extension TransitEngine {
     // MARK: - Signatures
 
     func sign(_ fields: Fields, _ ring: KeyRing) throws -> [String: JSONValue] {
-        let input = try fields.requiredBase64("input")
+        let input = try fields.requiredBase64("input", maximum: Self.maximumInput)
         let key = try ring.encryptionVersion(fields.version("key_version"), place: fields.place)
         guard let signingKey = key.signingKey else { throw EngineError(code: MC_ERR_INTERNAL, "no signing key") }
         let signature = try cryptoCall { try signingKey.signature(for: input, format: .der) }
@@ -155,7 +155,7 @@ extension TransitEngine {
     }
 
     func verify(_ fields: Fields, _ ring: KeyRing) throws -> [String: JSONValue] {
-        let input = try fields.requiredBase64("input")
+        let input = try fields.requiredBase64("input", maximum: Self.maximumInput)
         let (version, signature) = try Envelope.parse(try fields.requiredString("signature"),
                                                       what: "\(fields.place)signature")
         let key = try ring.decryptionVersion(version, what: "\(fields.place)signature")
@@ -167,7 +167,7 @@ extension TransitEngine {
     // MARK: - HMAC
 
     func hmac(_ fields: Fields, _ ring: KeyRing) throws -> [String: JSONValue] {
-        let input = try fields.requiredBase64("input")
+        let input = try fields.requiredBase64("input", maximum: Self.maximumInput)
         let key = try ring.encryptionVersion(fields.version("key_version"), place: fields.place)
         guard let algorithm = ring.type.hmacAlgorithm else { throw EngineError(code: MC_ERR_INTERNAL, "no HMAC key") }
         let code = HMAC.authenticationCode(for: input, key: key.material, algorithm: algorithm)
@@ -178,7 +178,7 @@ extension TransitEngine {
     }
 
     func verifyHMAC(_ fields: Fields, _ ring: KeyRing) throws -> [String: JSONValue] {
-        let input = try fields.requiredBase64("input")
+        let input = try fields.requiredBase64("input", maximum: Self.maximumInput)
         let (version, code) = try Envelope.parse(try fields.requiredString("hmac"), what: "\(fields.place)hmac")
         let key = try ring.decryptionVersion(version, what: "\(fields.place)hmac")
         guard let algorithm = ring.type.hmacAlgorithm else { throw EngineError(code: MC_ERR_INTERNAL, "no HMAC key") }

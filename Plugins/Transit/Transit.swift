@@ -43,6 +43,9 @@ final class TransitEngine: MountedEngine, Sendable {
 
     /// At most this many items in one `batch_input`.
     static let maximumBatch = 500
+    /// Longest `plaintext` or `input`, in bytes: far above the host's default body limit, and well inside the
+    /// 32-bit lengths OpenSSL's one-shot calls take.
+    static let maximumInput = 64 << 20
     /// Longest `context`, in bytes.
     static let maximumContext = 4096
     /// Data keys are 256-bit.
@@ -101,7 +104,8 @@ final class TransitEngine: MountedEngine, Sendable {
         let typeName = try fields.string("type") ?? KeyType.aes256GCM.rawValue
         guard let type = KeyType(rawValue: typeName) else {
             throw EngineError.invalid(
-                "key type \"\(typeName)\" is not supported; use one of \(KeyType.allCases.map(\.rawValue).joined(separator: ", "))")
+                "key type \"\(typeName)\" is not supported; use one of "
+                    + KeyType.allCases.map(\.rawValue).joined(separator: ", "))
         }
         let now = Self.now()
         let ring = KeyRing(
@@ -135,7 +139,8 @@ final class TransitEngine: MountedEngine, Sendable {
             return next
         }
         guard let ring else { throw EngineError(code: MC_ERR_INTERNAL, "rotation lost key \(name)") }
-        mount.log(3, "transit key rotated key.name=\(name) key.version=\(ring.latestVersion) request.id=\(request.requestID)")
+        mount.log(3, "transit key rotated key.name=\(name) key.version=\(ring.latestVersion) "
+            + "request.id=\(request.requestID)")
         return try .json(Self.metadata(ring))
     }
 
@@ -187,7 +192,8 @@ final class TransitEngine: MountedEngine, Sendable {
             return next
         }
         guard let ring else { throw EngineError(code: MC_ERR_INTERNAL, "trim lost key \(name)") }
-        mount.log(3, "transit key trimmed key.name=\(name) key.min_available_version=\(floor) request.id=\(request.requestID)")
+        mount.log(3, "transit key trimmed key.name=\(name) key.min_available_version=\(floor) "
+            + "request.id=\(request.requestID)")
         return try .json(Self.metadata(ring))
     }
 

@@ -95,7 +95,9 @@ func runTransitCommand(_ args: [String]) throws {
     }
     let known: Set<String> = ["mount", "format", "type", "exportable", "allow-deletion", "min-decryption-version",
                               "min-encryption-version", "min-available-version", "context"]
-    if let unknown = flags.keys.sorted().first(where: { !known.contains($0) }) { fail("unknown flag -\(unknown)\n\(transitUsage)") }
+    if let unknown = flags.keys.sorted().first(where: { !known.contains($0) }) {
+        fail("unknown flag -\(unknown)\n\(transitUsage)")
+    }
     let format = flags["format"] ?? "text"
     guard format == "text" || format == "json" else { fail("-format must be text or json") }
     guard let command = positional.first else { fail(transitUsage) }
@@ -104,7 +106,7 @@ func runTransitCommand(_ args: [String]) throws {
 
     func call(_ method: String, _ path: String, _ body: [String: J]? = nil) throws -> Answer {
         let response = try client.request(method, "/v1/transit/\(mount)/\(path)", body: body.map(encode))
-        let answer = response.body.isEmpty ? Answer.null : ((try? JSONDecoder().decode(Answer.self, from: Data(response.body))) ?? .null)
+        let answer = (try? JSONDecoder().decode(Answer.self, from: Data(response.body))) ?? .null
         if response.status >= 400 {
             let message = answer["error"]?["message"]?.string ?? String(decoding: response.body, as: UTF8.self)
             FileHandleStandardError.write("metacrypt: \(response.status): \(message)\n")

@@ -359,6 +359,16 @@ def test_a_misspelt_field_is_refused_rather_than_encrypting_without_a_context(se
     assert "at most 4096" in error_of(server.request("POST", f"{T}/encrypt/k", {"plaintext": "", "context": b64(bytes(4097))}))
 
 
+def test_deeply_nested_or_non_object_bodies_are_a_400_not_a_crash(server):
+    create(server, "k")
+    for raw in (b"[" * 100000 + b"]" * 100000, b'{"batch_input":' + b"[" * 5000 + b"]" * 5000 + b"}", b"null",
+                b'"text"', b"\xff\xfe"):
+        error_of(server.request("POST", f"{T}/encrypt/k", raw=raw))
+    items = ok(server.request("POST", f"{T}/encrypt/k", {"batch_input": [1, {"plaintext": ""}]}))["batch_results"]
+    assert items[0] == {"error": "batch_input[0] must be a JSON object"} and "ciphertext" in items[1]
+    assert decrypt(server, "k", encrypt(server, "k", b"still alive")) == b"still alive"
+
+
 # ---------------------------------------------------------------------------------------------
 # The strict envelope parser (audit #59)
 

@@ -139,6 +139,52 @@ def test_keys_are_exported_only_if_created_exportable_and_metadata_never_holds_p
     serialization.load_pem_public_key(meta["versions"][0]["public_key"].encode())
 
 
+@pytest.mark.parametrize("key_type", ["ed25519", "ecdsa-p256", "ecdsa-p384"])
+def test_an_exported_signing_key_is_the_key_behind_the_published_public_key(server, key_type):
+    create(server, "exp-sig", type=key_type, exportable=True)
+    exported = ok(server.request("GET", f"{T}/export/exp-sig"))["keys"][0]
+    private_key = serialization.load_pem_private_key(exported["private_key"].encode(), password=None)
+    pem = ok(server.request("GET", f"{T}/keys/exp-sig"))["versions"][0]["public_key"]
+    public_pem = private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                       serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    assert public_pem == pem
+    raw = unb64(exported["key"])
+    if key_type == "ed25519":
+        assert raw == private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                                serialization.NoEncryption())
+        signature = private_key.sign(b"made outside")
+    else:
+        assert int.from_bytes(raw, "big") == private_key.private_numbers().private_value
+        assert len(raw) == (32 if key_type == "ecdsa-p256" else 48)
+        digest = hashes.SHA256() if key_type == "ecdsa-p256" else hashes.SHA384()
+        signature = private_key.sign(b"made outside", ec.ECDSA(digest))
+    # A signature made outside with the exported key verifies through the engine.
+    answer = ok(server.request("POST", f"{T}/verify/exp-sig", {"input": b64(b"made outside"),
+                                                               "signature": f"metacrypt:v1:{b64(signature)}"}))
+    assert answer["valid"] is True
+
+
+def test_a_ciphertext_of_one_key_does_not_decrypt_under_another_key(server):
+    create(server, "a")
+    create(server, "b")
+    ciphertext = encrypt(server, "a", b"for a only")
+    assert "could not be decrypted" in error_of(decrypt_request(server, "b", ciphertext))
+
+
+def test_neither_the_audit_log_nor_the_server_log_holds_plaintexts_contexts_or_exported_keys(server):
+    create(server, "k", exportable=True)
+    plaintext, context = b"plaintext-marker-" + os.urandom(8).hex().encode(), b"context-marker"
+    ciphertext = encrypt(server, "k", plaintext, context=context)
+    assert decrypt(server, "k", ciphertext, context=context) == plaintext
+    key = ok(server.request("GET", f"{T}/export/k"))["keys"][0]["key"]
+    data_dir = Path(json.loads(server.config_path.read_text())["data_dir"])
+    audit = (data_dir / "audit.log").read_text()
+    assert "transit/transit/keys/k" in audit, "the audit log should name the resource"
+    for secret in (b64(plaintext), plaintext.decode(), b64(context), key):
+        assert secret not in audit and secret not in server.stderr()
+    assert "transit key exported key.name=k" in server.stderr()
+
+
 def test_a_data_key_is_returned_in_plaintext_and_as_a_ciphertext_that_decrypts_to_it(server):
     create(server, "dk")
     answer = ok(server.request("POST", f"{T}/datakey/dk", {"context": b64(b"c")}))

@@ -26,7 +26,8 @@ enum Envelope {
         let parts = bytes.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
         guard parts.count == 3 else {
             throw EngineError.invalid(
-                "\(what) must have the form metacrypt:v<N>:<base64>; it has \(parts.count) colon-separated parts, not 3")
+                "\(what) must have the form metacrypt:v<N>:<base64>; it has \(parts.count) colon-separated parts, not 3"
+            )
         }
         guard parts[0].elementsEqual(prefix.utf8) else {
             throw EngineError.invalid("\(what) must start with \"metacrypt:\"")

@@ -120,7 +120,9 @@ struct Fields {
     }
 
     func requiredBase64(_ key: String, maximum: Int? = nil) throws -> [UInt8] {
-        guard let value = try base64(key, maximum: maximum) else { throw EngineError.invalid("missing field \(place)\(key)") }
+        guard let value = try base64(key, maximum: maximum) else {
+            throw EngineError.invalid("missing field \(place)\(key)")
+        }
         return value
     }
 

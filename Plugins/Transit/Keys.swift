@@ -62,8 +62,10 @@ final class KeyVersion: Sendable {
 
     init(version: UInt32, createdAt: String, material: SecureBytes, type: KeyType) throws {
         guard material.count == type.materialSize else {
-            throw EngineError(code: MC_ERR_INTERNAL, "stored \(type.rawValue) key version \(version) has "
-                + "\(material.count) bytes of material, not \(type.materialSize)")
+            throw EngineError(
+                code: MC_ERR_INTERNAL,
+                "stored \(type.rawValue) key version \(version) has "
+                    + "\(material.count) bytes of material, not \(type.materialSize)")
         }
         self.version = version
         self.createdAt = createdAt
@@ -119,11 +121,13 @@ struct KeyRing: Sendable {
     /// The version a ciphertext, signature or MAC names, if it may still be used to decrypt or verify.
     func decryptionVersion(_ version: UInt32, what: String) throws -> KeyVersion {
         guard version <= latestVersion else {
-            throw EngineError.invalid("\(what) names version \(version) of key \(name), whose latest is \(latestVersion)")
+            throw EngineError.invalid(
+                "\(what) names version \(version) of key \(name), whose latest is \(latestVersion)")
         }
         guard version >= minDecryptionVersion else {
             throw EngineError.invalid(
-                "\(what) names version \(version) of key \(name), below its min_decryption_version \(minDecryptionVersion)")
+                "\(what) names version \(version) of key \(name), below its min_decryption_version \(minDecryptionVersion)"
+            )
         }
         return try available(version)
     }
@@ -261,9 +265,9 @@ enum KeyRecord {
             throw damaged("metadata names key \(metadata.name) of type \(metadata.type)")
         }
         guard metadata.minAvailableVersion >= 1, metadata.latestVersion >= metadata.minAvailableVersion,
-              metadata.latestVersion - metadata.minAvailableVersion < UInt32(materials.count),
-              metadata.minDecryptionVersion >= metadata.minAvailableVersion,
-              metadata.minDecryptionVersion <= metadata.latestVersion
+            metadata.latestVersion - metadata.minAvailableVersion < UInt32(materials.count),
+            metadata.minDecryptionVersion >= metadata.minAvailableVersion,
+            metadata.minDecryptionVersion <= metadata.latestVersion
         else { throw damaged("inconsistent versions") }
         let expected = Array(metadata.minAvailableVersion...metadata.latestVersion)
         guard metadata.versions.map(\.version) == expected, materials.map(\.0) == expected else {
@@ -272,7 +276,8 @@ enum KeyRecord {
 
         var versions: [UInt32: KeyVersion] = [:]
         for (entry, (number, material)) in zip(metadata.versions, materials) {
-            versions[number] = try KeyVersion(version: number, createdAt: entry.createdAt, material: material, type: type)
+            versions[number] = try KeyVersion(
+                version: number, createdAt: entry.createdAt, material: material, type: type)
         }
         return KeyRing(
             name: name, type: type, exportable: metadata.exportable, allowDeletion: metadata.allowDeletion,

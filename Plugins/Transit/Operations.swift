@@ -6,31 +6,45 @@ import MetacryptCrypto
 // item or a `batch_input` of up to 500, and works on one snapshot of the key for the whole request.
 
 extension TransitEngine {
-    /// One data operation: the fields of an item, the key types it needs, and what it does with one item.
+    /// One data operation: the key types it works with, the fields of an item, and what it does with one item.
     struct Operation: Sendable {
+        enum Purpose: Sendable {
+            case aead, signing, hmac
+
+            func accepts(_ type: KeyType) -> Bool {
+                switch self {
+                case .aead: type.isAEAD
+                case .signing: type.signatureAlgorithm != nil
+                case .hmac: type.isHMAC
+                }
+            }
+
+            var typesText: String {
+                switch self {
+                case .aead: KeyType.aeadTypes
+                case .signing: KeyType.signingTypes
+                case .hmac: KeyType.hmacTypes
+                }
+            }
+        }
+
+        let purpose: Purpose
         let fields: Set<String>
-        let types: @Sendable (KeyType) -> Bool
-        let typesText: String
         let perform: @Sendable (TransitEngine, Fields, KeyRing) throws -> [String: JSONValue]
     }
 
     static let operations: [String: Operation] = [
-        "encrypt": Operation(fields: ["plaintext", "context", "key_version"], types: { $0.isAEAD },
-                             typesText: KeyType.aeadTypes) { try $0.encrypt($1, $2) },
-        "decrypt": Operation(fields: ["ciphertext", "context"], types: { $0.isAEAD },
-                             typesText: KeyType.aeadTypes) { try $0.decrypt($1, $2) },
-        "rewrap": Operation(fields: ["ciphertext", "context", "key_version"], types: { $0.isAEAD },
-                            typesText: KeyType.aeadTypes) { try $0.rewrap($1, $2) },
-        "datakey": Operation(fields: ["context", "return_plaintext"], types: { $0.isAEAD },
-                             typesText: KeyType.aeadTypes) { try $0.dataKey($1, $2) },
-        "sign": Operation(fields: ["input", "key_version"], types: { $0.signatureAlgorithm != nil },
-                          typesText: KeyType.signingTypes) { try $0.sign($1, $2) },
-        "verify": Operation(fields: ["input", "signature"], types: { $0.signatureAlgorithm != nil },
-                            typesText: KeyType.signingTypes) { try $0.verify($1, $2) },
-        "hmac": Operation(fields: ["input", "key_version"], types: { $0.isHMAC },
-                          typesText: KeyType.hmacTypes) { try $0.hmac($1, $2) },
-        "verify-hmac": Operation(fields: ["input", "hmac"], types: { $0.isHMAC },
-                                 typesText: KeyType.hmacTypes) { try $0.verifyHMAC($1, $2) },
+        "encrypt": Operation(
+            purpose: .aead, fields: ["plaintext", "context", "key_version"], perform: { try $0.encrypt($1, $2) }),
+        "decrypt": Operation(purpose: .aead, fields: ["ciphertext", "context"], perform: { try $0.decrypt($1, $2) }),
+        "rewrap": Operation(
+            purpose: .aead, fields: ["ciphertext", "context", "key_version"], perform: { try $0.rewrap($1, $2) }),
+        "datakey": Operation(
+            purpose: .aead, fields: ["context", "return_plaintext"], perform: { try $0.dataKey($1, $2) }),
+        "sign": Operation(purpose: .signing, fields: ["input", "key_version"], perform: { try $0.sign($1, $2) }),
+        "verify": Operation(purpose: .signing, fields: ["input", "signature"], perform: { try $0.verify($1, $2) }),
+        "hmac": Operation(purpose: .hmac, fields: ["input", "key_version"], perform: { try $0.hmac($1, $2) }),
+        "verify-hmac": Operation(purpose: .hmac, fields: ["input", "hmac"], perform: { try $0.verifyHMAC($1, $2) }),
     ]
 
     func operate(_ name: String, _ operationName: String, _ request: EngineRequest) throws -> EngineResponse {
@@ -38,9 +52,10 @@ extension TransitEngine {
             throw EngineError(code: MC_ERR_UNSUPPORTED, "unknown operation \(operationName)")
         }
         let ring = try keys.ring(name)
-        guard operation.types(ring.type) else {
+        guard operation.purpose.accepts(ring.type) else {
             throw EngineError.invalid(
-                "key \(name) is \(ring.type.rawValue); \(operationName) needs a key of type \(operation.typesText)")
+                "key \(name) is \(ring.type.rawValue); \(operationName) needs a key of type \(operation.purpose.typesText)"
+            )
         }
         let fields = try Fields.body(request.body, allowed: operation.fields.union(["batch_input"]))
 
@@ -156,8 +171,9 @@ extension TransitEngine {
 
     func verify(_ fields: Fields, _ ring: KeyRing) throws -> [String: JSONValue] {
         let input = try fields.requiredBase64("input", maximum: Self.maximumInput)
-        let (version, signature) = try Envelope.parse(try fields.requiredString("signature"),
-                                                      what: "\(fields.place)signature")
+        let (version, signature) = try Envelope.parse(
+            try fields.requiredString("signature"),
+            what: "\(fields.place)signature")
         let key = try ring.decryptionVersion(version, what: "\(fields.place)signature")
         guard let signingKey = key.signingKey else { throw EngineError(code: MC_ERR_INTERNAL, "no signing key") }
         let valid = signingKey.verifyingKey.isValidSignature(signature, for: input, format: .der)

@@ -36,8 +36,10 @@ final class TransitEngine: MountedEngine, Sendable {
         makeMount: { TransitEngine(mount: $0) })
 
     /// Every route is `authenticated`: policy decides, default deny (audit #58).
-    private static func route(_ operation: String, _ method: String, _ path: String, _ action: String,
-                              resource: String = "keys/{name}") -> RouteDeclaration {
+    private static func route(
+        _ operation: String, _ method: String, _ path: String, _ action: String,
+        resource: String = "keys/{name}"
+    ) -> RouteDeclaration {
         RouteDeclaration(operation, method, path, access: .authenticated, action: action, resource: resource)
     }
 
@@ -88,7 +90,7 @@ final class TransitEngine: MountedEngine, Sendable {
         let bytes = Array(name.utf8)
         let allowedFirst: (UInt8) -> Bool = { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) }
         guard let first = bytes.first, allowedFirst(first), bytes.count <= 64,
-              bytes.allSatisfy({ allowedFirst($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") })
+            bytes.allSatisfy({ allowedFirst($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") })
         else {
             let shown = bytes.count > 80 ? String(decoding: bytes.prefix(80), as: UTF8.self) + "..." : name
             throw EngineError.invalid(
@@ -132,15 +134,20 @@ final class TransitEngine: MountedEngine, Sendable {
     private func rotate(_ name: String, _ request: EngineRequest) throws -> EngineResponse {
         _ = try Fields.body(request.body, allowed: [])
         let ring = try keys.update(name) { ring in
-            guard ring.latestVersion < UInt32.max else { throw EngineError.conflict("key \(name) has no versions left") }
+            guard ring.latestVersion < UInt32.max else {
+                throw EngineError.conflict("key \(name) has no versions left")
+            }
             var next = ring
             next.latestVersion += 1
-            next.versions[next.latestVersion] = try KeyVersion.generate(next.latestVersion, type: ring.type, now: Self.now())
+            next.versions[next.latestVersion] = try KeyVersion.generate(
+                next.latestVersion, type: ring.type, now: Self.now())
             return next
         }
         guard let ring else { throw EngineError(code: MC_ERR_INTERNAL, "rotation lost key \(name)") }
-        mount.log(3, "transit key rotated key.name=\(name) key.version=\(ring.latestVersion) "
-            + "request.id=\(request.requestID)")
+        mount.log(
+            3,
+            "transit key rotated key.name=\(name) key.version=\(ring.latestVersion) "
+                + "request.id=\(request.requestID)")
         return try .json(Self.metadata(ring))
     }
 
@@ -192,8 +199,10 @@ final class TransitEngine: MountedEngine, Sendable {
             return next
         }
         guard let ring else { throw EngineError(code: MC_ERR_INTERNAL, "trim lost key \(name)") }
-        mount.log(3, "transit key trimmed key.name=\(name) key.min_available_version=\(floor) "
-            + "request.id=\(request.requestID)")
+        mount.log(
+            3,
+            "transit key trimmed key.name=\(name) key.min_available_version=\(floor) "
+                + "request.id=\(request.requestID)")
         return try .json(Self.metadata(ring))
     }
 
@@ -206,8 +215,9 @@ final class TransitEngine: MountedEngine, Sendable {
         if let version {
             let number = try Envelope.parseVersion(ArraySlice(("v" + version).utf8), what: "export")
             guard let key = ring.versions[number] else {
-                throw EngineError.notFound("key \(name) has no version \(number) (available: "
-                    + "\(ring.minAvailableVersion) to \(ring.latestVersion))")
+                throw EngineError.notFound(
+                    "key \(name) has no version \(number) (available: "
+                        + "\(ring.minAvailableVersion) to \(ring.latestVersion))")
             }
             selected = [key]
         }
@@ -223,13 +233,16 @@ final class TransitEngine: MountedEngine, Sendable {
             return .object(item)
         }
         mount.log(2, "transit key exported key.name=\(name) request.id=\(request.requestID)")
-        return try .json(["name": .string(name), "type": .string(ring.type.rawValue), "keys": .array(entries)]
-            as [String: JSONValue])
+        return try .json(
+            ["name": .string(name), "type": .string(ring.type.rawValue), "keys": .array(entries)]
+                as [String: JSONValue])
     }
 
     static func metadata(_ ring: KeyRing) -> [String: JSONValue] {
         let versions: [JSONValue] = ring.versions.values.sorted { $0.version < $1.version }.map { key in
-            var item: [String: JSONValue] = ["version": .integer(Int64(key.version)), "created_at": .string(key.createdAt)]
+            var item: [String: JSONValue] = [
+                "version": .integer(Int64(key.version)), "created_at": .string(key.createdAt),
+            ]
             if let pem = key.publicKeyPEM { item["public_key"] = .string(pem) }
             return .object(item)
         }

@@ -1,7 +1,7 @@
 import FoundationEssentials
 import Glibc
-import Host
 import HTTPClient
+import Host
 import MetacryptCrypto
 
 // `metacrypt transit ...`: the client of the transit engine (docs/transit.md §6). Data comes from a file or
@@ -24,16 +24,28 @@ let transitUsage = """
 
 /// A JSON value of a server answer.
 private enum Answer: Decodable {
-    case string(String), number(Double), bool(Bool), null, array([Answer]), object([String: Answer])
+    case string(String)
+    case number(Double)
+    case bool(Bool)
+    case null
+    case array([Answer])
+    case object([String: Answer])
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let d = try? c.decode(Double.self) { self = .number(d) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([Answer].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: Answer].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let d = try? c.decode(Double.self) {
+            self = .number(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([Answer].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: Answer].self))
+        }
     }
 
     subscript(key: String) -> Answer? {
@@ -93,8 +105,10 @@ func runTransitCommand(_ args: [String]) throws {
             positional.append(arg)
         }
     }
-    let known: Set<String> = ["mount", "format", "type", "exportable", "allow-deletion", "min-decryption-version",
-                              "min-encryption-version", "min-available-version", "context"]
+    let known: Set<String> = [
+        "mount", "format", "type", "exportable", "allow-deletion", "min-decryption-version",
+        "min-encryption-version", "min-available-version", "context",
+    ]
     if let unknown = flags.keys.sorted().first(where: { !known.contains($0) }) {
         fail("unknown flag -\(unknown)\n\(transitUsage)")
     }
@@ -136,7 +150,9 @@ func runTransitCommand(_ args: [String]) throws {
     switch command {
     case "list":
         let answer = try call("GET", "keys")
-        if format == "text", case .array(let names)? = answer["keys"] { names.compactMap(\.string).forEach { print($0) } }
+        if format == "text", case .array(let names)? = answer["keys"] {
+            for name in names.compactMap(\.string) { print(name) }
+        }
     case "read", "rotate", "create", "config", "trim":
         var body: [String: J] = [:]
         switch command {
@@ -156,8 +172,9 @@ func runTransitCommand(_ args: [String]) throws {
             guard let floor = version("min-available-version") else { fail("trim needs -min-available-version=N") }
             body["min_available_version"] = floor
         }
-        let response = try client.request(command == "read" ? "GET" : "POST", "/v1/transit/\(mount)/\(path)",
-                                          body: command == "read" ? nil : encode(body))
+        let response = try client.request(
+            command == "read" ? "GET" : "POST", "/v1/transit/\(mount)/\(path)",
+            body: command == "read" ? nil : encode(body))
         // Metadata is structured: it prints as the server's JSON in both formats.
         printBody(response)
     case "delete":
@@ -184,13 +201,15 @@ func runTransitCommand(_ args: [String]) throws {
         }
     case "sign", "hmac":
         let input = try readInput(positional.count > 2 ? positional[2] : nil)
-        show(try call("POST", "\(command)/\(name())", ["input": .string(Base64.encode(input))]),
-             command == "sign" ? "signature" : "hmac")
+        show(
+            try call("POST", "\(command)/\(name())", ["input": .string(Base64.encode(input))]),
+            command == "sign" ? "signature" : "hmac")
     case "verify":
         guard positional.count >= 3 else { fail("verify needs a key name and a signature\n\(transitUsage)") }
         let input = try readInput(positional.count > 3 ? positional[3] : nil)
-        let answer = try call("POST", "verify/\(name())",
-                              ["input": .string(Base64.encode(input)), "signature": .string(positional[2])])
+        let answer = try call(
+            "POST", "verify/\(name())",
+            ["input": .string(Base64.encode(input)), "signature": .string(positional[2])])
         guard case .bool(let valid)? = answer["valid"] else { fail("the server's answer has no verdict") }
         if format == "text" { print(valid ? "valid" : "invalid") }
         if !valid { exit(1) }

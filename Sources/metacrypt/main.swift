@@ -19,6 +19,7 @@ let usage = """
       metacrypt policy list | read ID | write ID FILE|- | delete ID
       metacrypt mount list | enable NAME TYPE | disable NAME
       metacrypt ssh sign-user | sign-host | ca | krl | revoke | list   (metacrypt ssh help for details)
+      metacrypt transit create|list|read|rotate|config|trim|delete|encrypt|decrypt|rewrap|sign|verify|hmac ...
       metacrypt audit verify FILE...   (oldest first, e.g. audit.log.2 audit.log.1 audit.log)
 
     Client commands read METACRYPT_ADDR, METACRYPT_TOKEN and METACRYPT_CACERT.
@@ -229,6 +230,7 @@ do {
         }
 
     case "ssh": try runSSHCommand(Array(args.dropFirst()))
+    case "transit": try runTransitCommand(Array(args.dropFirst()))
 
     case "help", "--help", "-h":
         print(usage)

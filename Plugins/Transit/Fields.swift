@@ -1,0 +1,154 @@
+import EngineKit
+import FoundationEssentials
+import MetacryptCrypto
+
+/// A JSON value, decoded without a schema so that request bodies can be checked field by field: unknown
+/// fields are refused (a misspelt `context` must not silently encrypt without one) and every message
+/// names the field, including its place in a batch.
+enum JSONValue: Codable, Sendable {
+    case string(String)
+    case integer(Int64)
+    case number(Double)
+    case bool(Bool)
+    case null
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int64.self) {
+            self = .integer(i)
+        } else if let d = try? c.decode(Double.self) {
+            self = .number(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try c.encode(s)
+        case .integer(let i): try c.encode(i)
+        case .number(let d): try c.encode(d)
+        case .bool(let b): try c.encode(b)
+        case .null: try c.encodeNil()
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    var typeName: String {
+        switch self {
+        case .string: "a string"
+        case .integer, .number: "a number"
+        case .bool: "a boolean"
+        case .null: "null"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+}
+
+/// The fields of one JSON object of a request (the body, or one item of `batch_input`).
+struct Fields {
+    let values: [String: JSONValue]
+    /// Prefix for messages: "" for the body, "batch_input[3]." for an item.
+    let place: String
+
+    /// Parses a request body, which must be a JSON object (an empty body is `{}`).
+    static func body(_ bytes: [UInt8], allowed: Set<String>) throws -> Fields {
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: Data(bytes.isEmpty ? Array("{}".utf8) : bytes))
+        } catch {
+            throw EngineError.invalid("the body is not valid JSON")
+        }
+        return try Fields(value, place: "", allowed: allowed)
+    }
+
+    init(_ value: JSONValue, place: String, allowed: Set<String>) throws {
+        guard case .object(let object) = value else {
+            throw EngineError.invalid("\(place.isEmpty ? "the body" : String(place.dropLast())) must be a JSON object")
+        }
+        if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw EngineError.invalid(
+                "unknown field \(place)\(unknown); expected one of \(allowed.sorted().joined(separator: ", "))")
+        }
+        values = object
+        self.place = place
+    }
+
+    func has(_ key: String) -> Bool { values[key] != nil }
+
+    func string(_ key: String) throws -> String? {
+        switch values[key] {
+        case nil: return nil
+        case .string(let s)?: return s
+        case let other?: throw EngineError.invalid("\(place)\(key) must be a string, not \(other.typeName)")
+        }
+    }
+
+    func requiredString(_ key: String) throws -> String {
+        guard let value = try string(key) else { throw EngineError.invalid("missing field \(place)\(key)") }
+        return value
+    }
+
+    /// Bytes given as canonical standard base64.
+    ///
+    /// - Warning: the result may be a plaintext; the caller wipes it when done. XXX: the JSON text of the
+    ///   request body and the decoder's String copies of it cannot be wiped.
+    func base64(_ key: String, maximum: Int? = nil) throws -> [UInt8]? {
+        guard let text = try string(key) else { return nil }
+        guard var bytes = Base64.decode(text) else {
+            throw EngineError.invalid("\(place)\(key) is not canonical standard base64 (RFC 4648 with padding)")
+        }
+        if let maximum, bytes.count > maximum {
+            let count = bytes.count
+            secureWipe(&bytes)
+            throw EngineError.invalid("\(place)\(key) is \(count) bytes; at most \(maximum) are allowed")
+        }
+        return bytes
+    }
+
+    func requiredBase64(_ key: String, maximum: Int? = nil) throws -> [UInt8] {
+        guard let value = try base64(key, maximum: maximum) else {
+            throw EngineError.invalid("missing field \(place)\(key)")
+        }
+        return value
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        switch values[key] {
+        case nil: return nil
+        case .bool(let b)?: return b
+        case let other?: throw EngineError.invalid("\(place)\(key) must be true or false, not \(other.typeName)")
+        }
+    }
+
+    /// A key version: an integer from 1 to 2^32 - 1.
+    func version(_ key: String) throws -> UInt32? {
+        switch values[key] {
+        case nil: return nil
+        case .integer(let i)?:
+            guard i >= 1, i <= Int64(UInt32.max) else {
+                throw EngineError.invalid("\(place)\(key) is \(i); a key version is from 1 to \(UInt32.max)")
+            }
+            return UInt32(i)
+        case let other?: throw EngineError.invalid("\(place)\(key) must be a whole number, not \(other.typeName)")
+        }
+    }
+
+    func requiredVersion(_ key: String) throws -> UInt32 {
+        guard let value = try version(key) else { throw EngineError.invalid("missing field \(place)\(key)") }
+        return value
+    }
+}

@@ -432,18 +432,8 @@ public enum EngineExport {
         return result
     }
 
-    /// Engine allocations carry their size in a 16-byte header so that `release` wipes them whole.
-    static func allocate(_ bytes: [UInt8]) -> UnsafeMutableRawPointer? {
-        guard let block = calloc(1, bytes.count + 16) else { return nil }
-        block.storeBytes(of: bytes.count, as: Int.self)
-        bytes.withUnsafeBytes { if $0.count > 0 { (block + 16).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
-        return block + 16
-    }
+    /// Engine allocations come from the wiping allocator, so `release` wipes them whole.
+    static func allocate(_ bytes: [UInt8]) -> UnsafeMutableRawPointer? { WipingAllocator.allocate(copying: bytes) }
 
-    static func release(_ pointer: UnsafeMutableRawPointer?) {
-        guard let pointer else { return }
-        let block = pointer - 16
-        secureWipe(block, block.load(as: Int.self) + 16)
-        free(block)
-    }
+    static func release(_ pointer: UnsafeMutableRawPointer?) { WipingAllocator.release(pointer) }
 }

@@ -7,9 +7,6 @@ import MetacryptCrypto
 /// Every callback validates what the engine passes before acting on it. Storage keys are checked
 /// (audit #48) before the mount prefix is added, so no key can reach outside the mount.
 enum HostABI {
-    /// Allocations carry a 16-byte header with their size, so `release` can wipe the whole block.
-    private static let header = 16
-
     nonisolated(unsafe) static let table: UnsafePointer<mc_host> = {  // immutable once built
         let pointer = UnsafeMutablePointer<mc_host>.allocate(capacity: 1)
         pointer.initialize(to: mc_host(
@@ -132,19 +129,9 @@ enum HostABI {
         return UnsafePointer(pointer)
     }()
 
-    static func allocate(_ length: Int) -> UnsafeMutableRawPointer? {
-        guard length <= Int.max - header, let block = calloc(1, length + header) else { return nil }
-        block.storeBytes(of: length, as: Int.self)
-        return block + header
-    }
+    static func allocate(_ length: Int) -> UnsafeMutableRawPointer? { WipingAllocator.allocate(length) }
 
-    static func release(_ pointer: UnsafeMutableRawPointer?) {
-        guard let pointer else { return }
-        let block = pointer - header
-        let length = block.load(as: Int.self)
-        secureWipe(block, length + header)
-        free(block)
-    }
+    static func release(_ pointer: UnsafeMutableRawPointer?) { WipingAllocator.release(pointer) }
 
     /// A NUL-terminated copy of `text` from the host allocator, for reason out-parameters.
     static func string(_ text: String) -> UnsafeMutablePointer<CChar>? {

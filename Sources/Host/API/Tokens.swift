@@ -46,7 +46,7 @@ public final class TokenStore: Sendable {
     /// so the cache is exact; it is bounded and emptied at seal.
     private let cache = BoundedCache<TokenDigest, Record>(capacity: 100_000)
     /// Orders a cache fill against a revocation, so a revoked token can never be cached again.
-    private let changes = Mutex<Void>(())
+    private let changes = Locked<Void>(())
 
     init(barrier: Barrier, accounts: AccountStore, ttlSeconds: Int64, now: @escaping @Sendable () -> Int64) {
         self.barrier = barrier

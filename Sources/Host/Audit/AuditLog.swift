@@ -59,7 +59,7 @@ public final class AuditLog: Sendable {
     let maxBytes: Int
     let keepFiles: Int
     let syncEveryLine: Bool
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     public init(path: String, maxBytes: Int = 100 << 20, keepFiles: Int = 10, fsync: Bool = false) throws {
         self.path = path
@@ -70,7 +70,7 @@ public final class AuditLog: Sendable {
         let fd = try Self.open(path)
         var info = stat()
         fstat(fd, &info)
-        state = Mutex(State(fd: fd, size: Int(info.st_size), previous: previous))
+        state = Locked(State(fd: fd, size: Int(info.st_size), previous: previous))
     }
 
     deinit { state.withLock { if $0.fd >= 0 { _ = close($0.fd) } } }

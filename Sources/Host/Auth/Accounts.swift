@@ -71,8 +71,8 @@ public final class AccountStore: Sendable {
     private let dummyHash: String
     /// Accounts already read, so authenticating a token needs no storage read. Every change to an account
     /// goes through this store, under `changes`, so the cache is never stale; it is emptied at seal.
-    private let cache = Mutex<[String: Account]>([:])
-    private let changes = Mutex<Void>(())
+    private let cache = Locked<[String: Account]>([:])
+    private let changes = Locked<Void>(())
     static let cacheLimit = 10_000
 
     init(barrier: Barrier, parameters: Argon2Parameters, now: @escaping @Sendable () -> Int64) {

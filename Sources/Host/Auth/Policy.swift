@@ -148,7 +148,7 @@ public final class Policy: Authorizer {
     static let prefix = "sys/policy/rules/"
 
     let barrier: Barrier
-    private let rules = Mutex<[String: PolicyRule]>([:])
+    private let rules = Locked<[String: PolicyRule]>([:])
 
     init(barrier: Barrier) { self.barrier = barrier }
 

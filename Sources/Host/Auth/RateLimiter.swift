@@ -21,7 +21,7 @@ public final class RateLimiter: Sendable {
 
     let limit: Limit
     let maxKeys: Int
-    private let buckets = Mutex<[String: Bucket]>([:])
+    private let buckets = Locked<[String: Bucket]>([:])
 
     public init(limit: Limit, maxKeys: Int = 100_000) {
         self.limit = limit
@@ -56,7 +56,7 @@ public final class RateLimiter: Sendable {
 /// Backs off unseal attempts after failures: the first three are free, then each further failure
 /// doubles the wait, up to a minute. A success resets it.
 public final class UnsealBackoff: Sendable {
-    private let state = Mutex<(failures: Int, notBefore: Double)>((0, 0))
+    private let state = Locked<(failures: Int, notBefore: Double)>((0, 0))
 
     public init() {}
 

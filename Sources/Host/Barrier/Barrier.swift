@@ -32,10 +32,10 @@ public final class Barrier: Sendable {
     }
 
     let storage: any Storage
-    private let ring = Mutex<KeyRing?>(nil)
+    private let ring = Locked<KeyRing?>(nil)
     private let initializedSeen = Atomic<Bool>(false)
     /// Serialises initialize, unseal, seal and key management. Reads and writes never take it.
-    private let management = Mutex<Void>(())
+    private let management = Locked<Void>(())
     private let now: @Sendable () -> Int64
 
     public init(storage: any Storage, now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {

@@ -205,12 +205,12 @@ public final class Mounts: Sendable {
     let barrier: Barrier
     let engines: [String: LoadedEngine]
     let logger: Logger
-    private let mounts = Mutex<[String: Mount]>([:])
+    private let mounts = Locked<[String: Mount]>([:])
     /// Mounts whose engine is not loaded or failed to start: kept, reported, not served.
-    private let unavailable = Mutex<[String: String]>([:])
+    private let unavailable = Locked<[String: String]>([:])
     /// Name to engine type, from the plaintext copy: routes public objects while sealed.
-    private let routing = Mutex<[String: String]>([:])
-    private let changes = Mutex<Void>(())
+    private let routing = Locked<[String: String]>([:])
+    private let changes = Locked<Void>(())
 
     init(barrier: Barrier, engines: [String: LoadedEngine], logger: Logger) {
         self.barrier = barrier

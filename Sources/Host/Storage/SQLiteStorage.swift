@@ -11,7 +11,7 @@ public final class SQLiteStorage: Storage {
     public static let busyTimeoutMilliseconds: Int32 = 10_000
 
     private let path: String
-    private let pool = Mutex<[SQLiteConnection]>([])
+    private let pool = Locked<[SQLiteConnection]>([])
     private let maxIdle: Int
 
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.

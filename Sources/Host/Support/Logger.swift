@@ -93,7 +93,7 @@ public final class LogSink: Sendable {
 
     /// Collects lines in memory, for tests.
     public static func memory() -> (LogSink, @Sendable () -> [String]) {
-        let lines = Mutex<[String]>([])
+        let lines = Locked<[String]>([])
         let sink = LogSink { line in lines.withLock { $0.append(line) } }
         return (sink, { lines.withLock { $0 } })
     }

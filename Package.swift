@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "metacrypt", targets: ["metacrypt"]),
         .library(name: "Transit", type: .dynamic, targets: ["Transit"]),
+        .library(name: "CA", type: .dynamic, targets: ["CA"]),
     ],
     targets: [
         // The stable engine ABI: one pure C header shared by the host and every engine.
@@ -42,6 +43,9 @@ let package = Package(
 
         .target(
             name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/Transit",
+            linkerSettings: engineLinkerSettings),
+        .target(
+            name: "CA", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/CA",
             linkerSettings: engineLinkerSettings),
 
         .testTarget(name: "HostTests", dependencies: ["Host", "MetacryptCrypto", "EngineKit"]),

@@ -59,8 +59,10 @@ extension X509Certificate {
         try withASN1Time(template.notBefore) { try check(X509_set1_notBefore(x509, $0), "X509_set1_notBefore") }
         try withASN1Time(template.notAfter) { try check(X509_set1_notAfter(x509, $0), "X509_set1_notAfter") }
         let subject = try template.subject.build()
-        try check(X509_set_subject_name(x509, subject.raw), "X509_set_subject_name")
-        try check(X509_set_issuer_name(x509, issuer.map { X509_get_subject_name($0.raw) } ?? subject.raw), "issuer name")
+        try withExtendedLifetime(subject) {
+            try check(X509_set_subject_name(x509, subject.raw), "X509_set_subject_name")
+            try check(X509_set_issuer_name(x509, issuer.map { X509_get_subject_name($0.raw) } ?? subject.raw), "issuer name")
+        }
         try check(X509_set_pubkey(x509, subjectKey.key.raw), "X509_set_pubkey")
 
         // Extensions, in the order RFC 5280 lists them. SKI comes before AKI: a root's AKI is its own SKI.

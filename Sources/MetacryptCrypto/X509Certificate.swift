@@ -286,7 +286,8 @@ public final class X509CertificationRequest: @unchecked Sendable {  // never mod
         guard let req = X509_REQ_new() else { throw CryptoError(.library, "X509_REQ_new failed") }
         let request = X509CertificationRequest(taking: req)
         try check(X509_REQ_set_version(req, 0), "X509_REQ_set_version")
-        try check(X509_REQ_set_subject_name(req, try subject.build().raw), "X509_REQ_set_subject_name")
+        let name = try subject.build()
+        try withExtendedLifetime(name) { try check(X509_REQ_set_subject_name(req, name.raw), "X509_REQ_set_subject_name") }
         try check(X509_REQ_set_pubkey(req, key.key.raw), "X509_REQ_set_pubkey")
         guard X509_REQ_sign(req, key.key.raw, key.algorithm.signatureDigest) > 0 else {
             throw CryptoError(.library, "X509_REQ_sign failed")

@@ -18,6 +18,7 @@ let usage = """
                         [--disable | --enable] | delete NAME
       metacrypt policy list | read ID | write ID FILE|- | delete ID
       metacrypt mount list | enable NAME TYPE | disable NAME
+      metacrypt ca issuer|profile|issue|sign|renew|revoke|list|crl ...   (metacrypt ca help)
       metacrypt audit verify FILE...   (oldest first, e.g. audit.log.2 audit.log.1 audit.log)
 
     Client commands read METACRYPT_ADDR, METACRYPT_TOKEN and METACRYPT_CACERT.
@@ -227,6 +228,7 @@ do {
         default: fail(usage)
         }
 
+    case "ca": try runCACommand(Array(args.dropFirst()))
     case "help", "--help", "-h":
         print(usage)
     default:

@@ -449,3 +449,29 @@ def test_an_intermediate_signed_by_an_outside_ca_through_csr_and_set_signed(ca, 
     leaf = write(tmp_path, "leaf.pem", issue(ca, "outside", common_name="example.com")["certificate"])
     assert openssl_verify(tmp_path / "ext-root.pem", write(tmp_path, "o.pem", public(ca, "outside", "cert")),
                           leaf).returncode == 0
+
+
+def test_the_cli_issues_signs_revokes_and_writes_pem_files(ca, tmp_path, metacrypt_bin):
+    env = {"PATH": "/usr/bin:/bin", "METACRYPT_ADDR": f"https://127.0.0.1:{ca.port}", "METACRYPT_TOKEN": ca.token,
+           "METACRYPT_CACERT": str(ca.tls["ca"])}
+    cli = lambda *a: run(metacrypt_bin, "ca", *a, env=env, cwd=tmp_path)
+    cli("issuer", "cert", "root", "--out", "root.pem")
+    cli("issuer", "chain", "int", "--out", "chain.pem")
+    out = cli("issue", "web", "--cn", "cli.example.com", "--alt", "b.example.com", "--ip", "127.0.0.1",
+              "--ttl", "2h", "--out", "leaf").stdout
+    serial = out.split()[1]
+    assert (tmp_path / "leaf.key").stat().st_mode & 0o777 == 0o600
+    assert serialization.load_pem_private_key((tmp_path / "leaf.key").read_bytes(), None)
+    int_pem = write(tmp_path, "int.pem", public(ca, "int", "cert"))
+    assert openssl_verify(tmp_path / "root.pem", int_pem, tmp_path / "leaf.crt").returncode == 0
+    write(tmp_path, "req.csr", make_csr())
+    cli("sign", "web", "req.csr", "--out", "signed")
+    assert not (tmp_path / "signed.key").exists() and (tmp_path / "signed.crt").exists()
+    cli("revoke", serial, "--reason", "keyCompromise")
+    cli("crl", "int", "--out", "int.crl")
+    result = openssl_verify(tmp_path / "root.pem", int_pem, tmp_path / "leaf.crt", "-crl_check", "-CRLfile",
+                            tmp_path / "int.crl")
+    assert result.returncode != 0 and "revoked" in result.stdout + result.stderr
+    failed = run(metacrypt_bin, "ca", "issue", "web", "--cn", "evil.org", "--out", "x", env=env, cwd=tmp_path,
+                 check=False)
+    assert failed.returncode != 0 and "evil.org" in failed.stdout + failed.stderr

@@ -237,8 +237,8 @@ extension CAEngine {
         // Proof of possession first: nothing in a CSR counts before its signature verifies.
         let csr = try X509CertificationRequest(pem: pem)
         let subjectKey = try csr.publicKey()
-        try profile.checkKey(subjectKey.algorithm, origin: "the CSR's key")
         guard csr.hasValidSignature() else { throw EngineError.invalid("the CSR's signature does not verify with its own key") }
+        try profile.checkKey(subjectKey.algorithm, origin: "the CSR's key")
         let requested = try csr.requestedExtensions()
         if requested.requestsCA {
             throw EngineError.invalid("the CSR asks for a CA certificate (basicConstraints CA:TRUE), which is refused (audit #50)")

@@ -71,9 +71,10 @@ def test_crls_have_increasing_numbers_an_aki_update_times_and_no_revoked_list_wh
     number = lambda crl: crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     assert len(first) == 0
     der = public(ca, "int", "crl", accept="application/pkix-crl")
-    # tbsCertList holds version, signature, issuer, thisUpdate, nextUpdate, then (here) only [0] extensions.
-    tbs = run("openssl", "asn1parse", "-inform", "DER", "-in", write(tmp_path, "crl.der", der)).stdout
-    assert "SEQUENCE" in tbs and x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.DER) == der
+    assert x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.DER) == der
+    # tbsCertList: version, signature, issuer, thisUpdate, nextUpdate, then directly [0] crlExtensions: the
+    # revokedCertificates SEQUENCE is absent, not empty (RFC 5280 5.1.2.6).
+    assert tbs_tags(der) == [0x02, 0x30, 0x30, 0x17, 0x17, 0xa0]
     assert first.is_signature_valid(issuer.public_key())
     aki = first.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     assert aki == issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -83,12 +84,40 @@ def test_crls_have_increasing_numbers_an_aki_update_times_and_no_revoked_list_wh
     ok(ca.request("POST", f"{BASE}/revoke", {"serial_number": leaf["serial_number"]}))
     second = x509.load_pem_x509_crl(public(ca, "int", "crl"))
     assert number(second) > number(first) and len(second) == 1
+    assert tbs_tags(public(ca, "int", "crl", accept="application/pkix-crl")) == [0x02, 0x30, 0x30, 0x17, 0x17, 0x30, 0xa0]
     entry = second[0]
     assert entry.serial_number == int(leaf["serial_number"].replace(":", ""), 16)
     # reason "unspecified" is written by leaving reasonCode out (RFC 5280 5.3.1).
     assert not list(entry.extensions)
     ok(ca.request("POST", f"{BASE}/issuers/int/crl"))
     assert number(x509.load_pem_x509_crl(public(ca, "int", "crl"))) > number(second)
+
+
+def der_children(der):
+    """The (tag, content) pairs inside the outermost DER TLV of `der`."""
+    def tlv(data, i):
+        tag, length, i = data[i], data[i + 1], i + 2
+        if length & 0x80:
+            count = length & 0x7f
+            length, i = int.from_bytes(data[i:i + count], "big"), i + count
+        return tag, data[i:i + length], i + length
+    _, content, _ = tlv(der, 0)
+    return der_sequence(content, tlv)
+
+
+def tbs_tags(der):
+    """The tags of the fields of a CRL's tbsCertList."""
+    tag, content = der_children(der)[0]
+    assert tag == 0x30
+    return [t for t, _ in der_children(bytes([0x30, 0x82]) + len(content).to_bytes(2, "big") + content)]
+
+
+def der_sequence(content, tlv):
+    out, i = [], 0
+    while i < len(content):
+        tag, value, i = tlv(content, i)
+        out.append((tag, value))
+    return out
 
 
 def test_issuer_certificates_chains_and_crls_are_served_even_while_sealed_audit_71(ca):

@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "metacrypt", targets: ["metacrypt"]),
         .library(name: "Transit", type: .dynamic, targets: ["Transit"]),
         .library(name: "SSHCA", type: .dynamic, targets: ["SSHCA"]),
+        .library(name: "CA", type: .dynamic, targets: ["CA"]),
     ],
     targets: [
         // The stable engine ABI: one pure C header shared by the host and every engine.
@@ -46,6 +47,9 @@ let package = Package(
             linkerSettings: engineLinkerSettings),
         .target(
             name: "SSHCA", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/SSHCA",
+            linkerSettings: engineLinkerSettings),
+        .target(
+            name: "CA", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/CA",
             linkerSettings: engineLinkerSettings),
 
         // Benchmarks (bench/run builds and runs them; never part of the test suite's pass or fail).

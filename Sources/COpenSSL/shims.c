@@ -33,3 +33,29 @@ void mc_openssl_secure_clear_free(void *ptr, size_t len) {
 int mc_evp_pkey_keypair_selection(void) { return EVP_PKEY_KEYPAIR; }
 
 int mc_evp_pkey_public_key_selection(void) { return EVP_PKEY_PUBLIC_KEY; }
+
+EVP_PKEY *mc_evp_pkey_generate_rsa(size_t bits) {
+    return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", bits);
+}
+
+GENERAL_NAMES *mc_general_names_new(void) { return sk_GENERAL_NAME_new_null(); }
+
+int mc_general_names_push(GENERAL_NAMES *names, GENERAL_NAME *name) {
+    return sk_GENERAL_NAME_push(names, name);
+}
+
+int mc_general_names_count(const GENERAL_NAMES *names) {
+    return sk_GENERAL_NAME_num(names);
+}
+
+GENERAL_NAME *mc_general_names_value(const GENERAL_NAMES *names, int i) {
+    return sk_GENERAL_NAME_value(names, i);
+}
+
+void mc_x509_extensions_free(STACK_OF(X509_EXTENSION) *exts) {
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+}
+
+unsigned long mc_xn_flag_rfc2253(void) {
+    return XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB;
+}

@@ -20,6 +20,7 @@ let usage = """
       metacrypt mount list | enable NAME TYPE | disable NAME
       metacrypt ssh sign-user | sign-host | ca | krl | revoke | list   (metacrypt ssh help for details)
       metacrypt transit create|list|read|rotate|config|trim|delete|encrypt|decrypt|rewrap|sign|verify|hmac ...
+      metacrypt ca issuer|profile|issue|sign|renew|revoke|list|crl ...   (metacrypt ca help)
       metacrypt audit verify FILE...   (oldest first, e.g. audit.log.2 audit.log.1 audit.log)
 
     Client commands read METACRYPT_ADDR, METACRYPT_TOKEN and METACRYPT_CACERT.
@@ -231,7 +232,7 @@ do {
 
     case "ssh": try runSSHCommand(Array(args.dropFirst()))
     case "transit": try runTransitCommand(Array(args.dropFirst()))
-
+    case "ca": try runCACommand(Array(args.dropFirst()))
     case "help", "--help", "-h":
         print(usage)
     default:

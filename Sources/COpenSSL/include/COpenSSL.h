@@ -27,5 +27,12 @@ long mc_bio_get_mem_data(BIO *bio, char **data);
 void mc_openssl_secure_clear_free(void *ptr, size_t len);
 int mc_evp_pkey_keypair_selection(void);
 int mc_evp_pkey_public_key_selection(void);
+EVP_PKEY *mc_evp_pkey_generate_rsa(size_t bits);
+GENERAL_NAMES *mc_general_names_new(void);
+int mc_general_names_push(GENERAL_NAMES *names, GENERAL_NAME *name);
+int mc_general_names_count(const GENERAL_NAMES *names);
+GENERAL_NAME *mc_general_names_value(const GENERAL_NAMES *names, int i);
+void mc_x509_extensions_free(STACK_OF(X509_EXTENSION) *exts);
+unsigned long mc_xn_flag_rfc2253(void);
 
 #endif

@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "metacrypt", targets: ["metacrypt"]),
         .library(name: "Transit", type: .dynamic, targets: ["Transit"]),
+        .library(name: "User", type: .dynamic, targets: ["User"]),
     ],
     targets: [
         // The stable engine ABI: one pure C header shared by the host and every engine.
@@ -34,14 +35,19 @@ let package = Package(
         .target(name: "MetacryptCrypto", dependencies: ["COpenSSL", "CSodium", "CArgon2"]),
         .target(name: "HTTPClient", dependencies: ["CCurl"]),
         .target(name: "EngineKit", dependencies: ["EngineABI", "MetacryptCrypto"]),
+        // The user engine's envelope format, shared by the engine and the client that opens envelopes locally.
+        .target(name: "Envelope", dependencies: ["MetacryptCrypto"]),
 
         .target(
             name: "Host",
             dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD", "HTTPClient"]),
-        .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "HTTPClient"]),
+        .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "HTTPClient", "Envelope"]),
 
         .target(
             name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/Transit",
+            linkerSettings: engineLinkerSettings),
+        .target(
+            name: "User", dependencies: ["EngineKit", "MetacryptCrypto", "Envelope"], path: "Plugins/User",
             linkerSettings: engineLinkerSettings),
 
         .testTarget(name: "HostTests", dependencies: ["Host", "MetacryptCrypto", "EngineKit"]),

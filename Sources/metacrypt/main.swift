@@ -19,6 +19,7 @@ let usage = """
       metacrypt policy list | read ID | write ID FILE|- | delete ID
       metacrypt mount list | enable NAME TYPE | disable NAME
       metacrypt audit verify FILE...   (oldest first, e.g. audit.log.2 audit.log.1 audit.log)
+      metacrypt user register|rotate|key|encrypt|decrypt|re-encrypt|open-envelope ...   (metacrypt user help)
 
     Client commands read METACRYPT_ADDR, METACRYPT_TOKEN and METACRYPT_CACERT.
     Passwords are read from the terminal without echo, or from standard input.
@@ -227,6 +228,7 @@ do {
         default: fail(usage)
         }
 
+    case "user": try runUserCommand(Array(args.dropFirst()))
     case "help", "--help", "-h":
         print(usage)
     default:

@@ -202,14 +202,21 @@ final class UserEngine: MountedEngine, @unchecked Sendable {  // mutable state o
             guard let user = current.users[username] else {
                 throw EngineError.notFound("no key registered for user \(username)")
             }
-            // The record first: once it is gone, a restart no longer loads the user even if a private key
-            // below fails to delete.
+            // 1. The record first: once it is gone, no unseal loads the user again, so the memory state
+            // follows it at once.
             try mount.storage.delete(StorageKeys.record(username))
-            for version in user.versions.keys where user.custody == .engine {
-                try mount.storage.delete(StorageKeys.privateKey(username, version))
-            }
             current.users[username] = nil
             state = current
+
+            // 2. The private keys. One that fails to delete stays encrypted in the barrier, unreferenced, and
+            // is overwritten if the name registers again; the failure is logged, not hidden.
+            for version in user.versions.keys.sorted() where user.custody == .engine {
+                do {
+                    try mount.storage.delete(StorageKeys.privateKey(username, version))
+                } catch {
+                    mount.log(MC_LOG_WARN, "user \(username) key version \(version): private key not deleted: \(error)")
+                }
+            }
             return EngineResponse(status: 204, body: [])
         }
     }
@@ -506,6 +513,10 @@ final class UserEngine: MountedEngine, @unchecked Sendable {  // mutable state o
             throw EngineError.invalid(
                 "public_key is not a base64 raw \(algorithm.name) public key (\(algorithm.publicKeySize) bytes"
                     + (algorithm == .p256 ? ", uncompressed point on the curve)" : ")"))
+        }
+        // A trial agreement refuses X25519 small-order points now, rather than at every later encrypt.
+        guard (try? KeyAgreementPrivateKey.generate(algorithm.keyAgreement).sharedSecret(with: key)) != nil else {
+            throw EngineError.invalid("public_key is a small-order \(algorithm.name) point")
         }
         return key
     }

@@ -10,12 +10,12 @@ import random
 import subprocess
 import threading
 import time
-import urllib.parse
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
-from conftest import FAST_ARGON2, engine_server
+from conftest import FAST_ARGON2, Server, engine_server
 import userlib
 
 FAST_AUTH = {"password_argon2": FAST_ARGON2}
@@ -40,10 +40,28 @@ def error_of(response):
         return None
 
 
+# METACRYPT_USER_BIN_DIR runs these tests against another build of the server and engine, e.g. one built
+# with `swift build --sanitize=thread --scratch-path DIR`; every test then also requires a clean stderr.
+OTHER_BUILD = os.environ.get("METACRYPT_USER_BIN_DIR")
+SANITIZER_REPORTS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "runtime error:")
+
+
 @pytest.fixture
-def server(server_factory, bundled_engine):
-    return engine_server(server_factory, bundled_engine("User"), "user",
-                         extra={"auth": FAST_AUTH, "rate_limits": NO_RATE_LIMIT})
+def server(server_factory, bundled_engine, tmp_path):
+    extra = {"auth": FAST_AUTH, "rate_limits": NO_RATE_LIMIT}
+    if not OTHER_BUILD:
+        yield engine_server(server_factory, bundled_engine("User"), "user", extra=extra)
+        return
+    directory = Path(OTHER_BUILD)
+    s = Server(directory / "metacrypt", tmp_path / "other-build", engines=[directory / "libUser.so"], extra=extra)
+    try:
+        s.start().initialize()
+        s.mount("user", "user")
+        yield s
+        reports = [line for line in s.stderr().splitlines() if any(m in line for m in SANITIZER_REPORTS)]
+        assert not reports, s.stderr()[-20000:]
+    finally:
+        s.kill()
 
 
 class Users:
@@ -178,6 +196,9 @@ def test_refused_inputs_name_the_offending_value(server):
     r = users.call("POST", "register", {"username": "carol", "algorithm": "p256",
                                         "public_key": b64(b"\x04" + bytes(63) + b"\x07")})
     assert r.status == 400 and "public_key" in r.body.decode(), r.body
+    # An X25519 small-order point would make every shared secret predictable.
+    r = users.call("POST", "register", {"username": "carol", "public_key": b64(bytes(32))})
+    assert r.status == 400 and "small-order" in r.body.decode(), r.body
     r = users.call("GET", "keys/carol")
     assert r.status == 404 and "carol" in r.body.decode(), r.body
     r = users.call("POST", "register", {"username": "alice"})
@@ -509,9 +530,13 @@ def test_sixteen_threads_encrypting_decrypting_rotating_and_registering_through_
     failures, counts, lock = [], {}, threading.Lock()
     clean_statuses = {200, 201, 204, 503}
 
+    unsealed_at = [float("inf")]
+
     def note(kind):
         with lock:
             counts[kind] = counts.get(kind, 0) + 1
+            if not kind.endswith(":503") and time.time() > unsealed_at[0]:
+                counts["after unseal"] = counts.get("after unseal", 0) + 1
 
     def check(response, what, allowed=clean_statuses):
         """Every answer is a success or a clean JSON error; never a 5xx other than 503 (sealed)."""
@@ -574,6 +599,7 @@ def test_sixteen_threads_encrypting_decrypting_rotating_and_registering_through_
                 failures.append(("seal", r.status, r.body))
         time.sleep(1)
         server.unseal()
+        unsealed_at[0] = time.time()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)] + [threading.Thread(target=sealer)]
     for t in threads:
@@ -586,6 +612,7 @@ def test_sixteen_threads_encrypting_decrypting_rotating_and_registering_through_
     for kind in ("encrypt", "decrypt", "rotate", "register", "re-encrypt"):
         assert counts.get(kind, 0) > 0, counts
     assert counts.get("encrypt:503", 0) + counts.get("decrypt:503", 0) > 0, counts  # the seal did land mid-run
+    assert counts.get("after unseal", 0) > 0, counts  # and work went on after the unseal
     print("counts:", json.dumps(counts, sort_keys=True))
     # Afterwards the engine is whole: every worker still round-trips.
     for name in workers:

@@ -240,6 +240,8 @@ public struct Envelope: Sendable {
             for recipient in recipients {
                 let algorithm = RecipientAlgorithm(recipient.publicKey.algorithm)
                 // A fresh ephemeral key per recipient: no two stanzas share a Diffie-Hellman output.
+                // XXX: the ephemeral scalar lives only inside OpenSSL's key object, which clears it when freed
+                // at the end of this iteration; it cannot be wiped sooner.
                 let ephemeral = try KeyAgreementPrivateKey.generate(algorithm.keyAgreement)
                 let shared = try ephemeral.sharedSecret(with: recipient.publicKey)
                 let ephemeralPublic = ephemeral.publicKey.rawRepresentation

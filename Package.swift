@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "Transit", type: .dynamic, targets: ["Transit"]),
         .library(name: "SSHCA", type: .dynamic, targets: ["SSHCA"]),
         .library(name: "CA", type: .dynamic, targets: ["CA"]),
+        .library(name: "User", type: .dynamic, targets: ["User"]),
     ],
     targets: [
         // The stable engine ABI: one pure C header shared by the host and every engine.
@@ -36,11 +37,13 @@ let package = Package(
         .target(name: "MetacryptCrypto", dependencies: ["COpenSSL", "CSodium", "CArgon2"]),
         .target(name: "HTTPClient", dependencies: ["CCurl"]),
         .target(name: "EngineKit", dependencies: ["EngineABI", "MetacryptCrypto"]),
+        // The user engine's envelope format, shared by the engine and the client that opens envelopes locally.
+        .target(name: "Envelope", dependencies: ["MetacryptCrypto"]),
 
         .target(
             name: "Host",
             dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD", "HTTPClient"]),
-        .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "HTTPClient"]),
+        .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "HTTPClient", "Envelope"]),
 
         .target(
             name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/Transit",
@@ -50,6 +53,9 @@ let package = Package(
             linkerSettings: engineLinkerSettings),
         .target(
             name: "CA", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/CA",
+            linkerSettings: engineLinkerSettings),
+        .target(
+            name: "User", dependencies: ["EngineKit", "MetacryptCrypto", "Envelope"], path: "Plugins/User",
             linkerSettings: engineLinkerSettings),
 
         // Benchmarks (bench/run builds and runs them; never part of the test suite's pass or fail).

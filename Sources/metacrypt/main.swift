@@ -22,6 +22,7 @@ let usage = """
       metacrypt transit create|list|read|rotate|config|trim|delete|encrypt|decrypt|rewrap|sign|verify|hmac ...
       metacrypt ca issuer|profile|issue|sign|renew|revoke|list|crl ...   (metacrypt ca help)
       metacrypt audit verify FILE...   (oldest first, e.g. audit.log.2 audit.log.1 audit.log)
+      metacrypt user register|rotate|key|encrypt|decrypt|re-encrypt|open-envelope ...   (metacrypt user help)
 
     Client commands read METACRYPT_ADDR, METACRYPT_TOKEN and METACRYPT_CACERT.
     Passwords are read from the terminal without echo, or from standard input.
@@ -233,6 +234,7 @@ do {
     case "ssh": try runSSHCommand(Array(args.dropFirst()))
     case "transit": try runTransitCommand(Array(args.dropFirst()))
     case "ca": try runCACommand(Array(args.dropFirst()))
+    case "user": try runUserCommand(Array(args.dropFirst()))
     case "help", "--help", "-h":
         print(usage)
     default:

@@ -90,14 +90,30 @@ private func writeStandardOutput(_ bytes: [UInt8]) {
 }
 
 func runTransitCommand(_ args: [String]) throws {
-    // Split flags (-name=value, -name) from positional arguments.
+    // Split flags from positional arguments: -name=value, --name=value, or --name value like the other
+    // subcommands; -exportable and -allow-deletion take no value.
+    let switches: Set<String> = ["exportable", "allow-deletion"]
+    let known: Set<String> = switches.union([
+        "mount", "format", "type", "min-decryption-version", "min-encryption-version", "min-available-version",
+        "context",
+    ])
+    if args.first.map({ ["help", "-h", "--help", "-help"].contains($0) }) ?? false {
+        print(transitUsage)
+        return
+    }
     var flags: [String: String] = [:]
     var positional: [String] = []
-    for arg in args {
+    var index = 0
+    while index < args.count {
+        let arg = args[index]
+        index += 1
         if arg.hasPrefix("-"), arg != "-" {
             let body = arg.drop { $0 == "-" }
             if let eq = body.firstIndex(of: "=") {
                 flags[String(body[..<eq])] = String(body[body.index(after: eq)...])
+            } else if known.contains(String(body)), !switches.contains(String(body)), index < args.count {
+                flags[String(body)] = args[index]
+                index += 1
             } else {
                 flags[String(body)] = ""
             }
@@ -105,10 +121,6 @@ func runTransitCommand(_ args: [String]) throws {
             positional.append(arg)
         }
     }
-    let known: Set<String> = [
-        "mount", "format", "type", "exportable", "allow-deletion", "min-decryption-version",
-        "min-encryption-version", "min-available-version", "context",
-    ]
     if let unknown = flags.keys.sorted().first(where: { !known.contains($0) }) {
         fail("unknown flag -\(unknown)\n\(transitUsage)")
     }

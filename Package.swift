@@ -32,6 +32,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("microhttpd"), .linkedLibrary("gnutls")]),
 
         .target(name: "CCurl", path: "Sources/CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        .target(name: "CSystem", path: "Sources/CSystem"),
 
         // Swift code shared by the host and the engines.
         .target(name: "MetacryptCrypto", dependencies: ["COpenSSL", "CSodium", "CArgon2"]),
@@ -42,7 +43,7 @@ let package = Package(
 
         .target(
             name: "Host",
-            dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD", "HTTPClient"]),
+            dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD", "HTTPClient", "CSystem"]),
         .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "HTTPClient", "Envelope"]),
 
         .target(

@@ -1,3 +1,4 @@
+import CSystem
 import FoundationEssentials
 import Glibc
 import MetacryptCrypto
@@ -106,6 +107,10 @@ public enum Server {
         for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         signal(SIGPIPE, SIG_IGN)
+        // Argon2id allocates tens of MiB per hash. A fixed mmap threshold keeps such blocks out of the heap,
+        // so they go back to the system when freed (glibc's default threshold rises after the first large
+        // free and then keeps them resident for the life of the process).
+        _ = mc_set_mmap_threshold(1 << 20)
 
         var config = try options.configPath.map(ServerConfig.load(path:)) ?? ServerConfig()
         if let listen = options.listen { config.listen = listen }

@@ -85,3 +85,29 @@ struct AuditLogTests {
         try log.append(event(2))
     }
 }
+
+@Suite("JSON writer")
+struct JSONWriterTests {
+    static let awkward = ["plain", "quote \" and backslash \\", "new\nline\ttab\rreturn", "nul \u{0} bell \u{7} del \u{7f}",
+                          "unicode é 漢字 🙂", "", "</script>"]
+
+    @Test func stringMapsDecodeBackToTheSameValues() throws {
+        for value in Self.awkward {
+            let map = ["k": value, "z": "last", "a\"b": value]
+            let decoded = try JSON.decode([String: String].self, from: JSONWriter.stringMap(map))
+            #expect(decoded == map, "\(value.debugDescription)")
+        }
+        #expect(JSONWriter.stringMap([:]) == Array("{}".utf8))
+    }
+
+    @Test func auditLinesMatchWhatTheEncoderWouldWrite() throws {
+        for value in Self.awkward {
+            let event = AuditEvent(time: "2026-01-01T00:00:00Z", type: "response", requestID: value, caller: value,
+                                   roles: [value, "user"], mount: nil, operation: "transit.encrypt", resource: value,
+                                   status: 403, error: "permission_denied", prev: String(repeating: "0", count: 64))
+            let decoded = try JSON.decode(AuditEvent.self, from: event.jsonLine())
+            #expect(decoded.caller == value && decoded.roles == [value, "user"] && decoded.mount == nil)
+            #expect(decoded.status == 403 && decoded.resource == value && decoded.requestID == value)
+        }
+    }
+}

@@ -86,7 +86,7 @@ public final class AuditLog: Sendable {
             }
             var event = event
             event.prev = s.previous
-            let line = JSON.encode(event)
+            let line = event.jsonLine()
             let bytes = line + [UInt8(ascii: "\n")]
             var offset = 0
             while offset < bytes.count {

@@ -122,8 +122,8 @@ public final class Mount: @unchecked Sendable {  // `state` is guarded by `lock`
         try lock.withReadLock {
             guard active else { throw APIError.sealed }
             let requestContext = EngineRequestContext(authorize: authorize)
-            let params = JSON.encode(parameters)
-            let queryJSON = JSON.encode(query)
+            let params = JSONWriter.stringMap(parameters)
+            let queryJSON = JSONWriter.stringMap(query)
             let roles = caller.roles.map { strdup($0) }
             defer { roles.forEach { free($0) } }
             var rolePointers = roles.map { UnsafePointer($0) }

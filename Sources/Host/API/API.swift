@@ -135,6 +135,10 @@ public final class API: Sendable {
         // Body limit (the server stopped reading at the limit).
         if request.bodyTooLarge { throw APIError(413, "too_large", "the request body exceeds the limit") }
         if request.malformedQuery { throw APIError.badRequest("the query string has a malformed escape") }
+        if request.ambiguousHeaders {
+            throw APIError.badRequest(
+                "the request repeats Content-Length or Authorization, or mixes Content-Length with Transfer-Encoding")
+        }
 
         // Route match: host routes first, then /v1/<type>/<mount>/... from the engines' tables.
         let segments = try Self.pathSegments(request.path)

@@ -16,10 +16,15 @@ public struct HTTPRequest: Sendable {
     public var bodyTooLarge: Bool
     /// Set when a query argument had a malformed escape.
     public var malformedQuery: Bool
+    /// Set when the request repeats Content-Length or Authorization, or mixes Content-Length with
+    /// Transfer-Encoding.
+    public var ambiguousHeaders: Bool
 
     public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:],
-                body: [UInt8] = [], bodyTooLarge: Bool = false, malformedQuery: Bool = false) {
+                body: [UInt8] = [], bodyTooLarge: Bool = false, malformedQuery: Bool = false,
+                ambiguousHeaders: Bool = false) {
         self.malformedQuery = malformedQuery
+        self.ambiguousHeaders = ambiguousHeaders
         self.method = method
         self.path = path
         self.query = query
@@ -202,6 +207,8 @@ private final class RequestState {
     var tooLarge = false
     /// A response was queued on the first call; later calls only drain.
     var answered = false
+    /// Conflicting framing or identity headers.
+    var ambiguous = false
 }
 
 /// Percent-decodes one path segment or query component; nil if an escape is malformed or the result is
@@ -241,6 +248,16 @@ private let accessHandler: MHD_AccessHandlerCallback = {
         let state = RequestState()
         requestContext.pointee = Unmanaged.passRetained(state).toOpaque()
         server.requestStarted()
+        // Ambiguous framing or identity is refused before the body is read, and the connection closed:
+        // two Content-Lengths, or one beside Transfer-Encoding, let a proxy and this server disagree on
+        // where the request ends (request smuggling); two Authorization headers, on who is asking.
+        let counts = headerCounts(connection)
+        if counts["content-length", default: 0] > 1 || counts["authorization", default: 0] > 1
+            || (counts["content-length", default: 0] > 0 && counts["transfer-encoding", default: 0] > 0) {
+            state.ambiguous = true
+            state.answered = true
+            return respond(server, connection, url, method, state)
+        }
         if let length = lookupHeader(connection, "Content-Length"), let n = Int(length),
            n > server.configuration.maxBodyBytes {
             state.tooLarge = true
@@ -291,7 +308,8 @@ private func respond(
         headers: collectValues(connection, MHD_ValueKind.HEADER_KIND, lowercaseKeys: true),
         body: state.body,
         bodyTooLarge: state.tooLarge,
-        malformedQuery: badQuery)
+        malformedQuery: badQuery,
+        ambiguousHeaders: state.ambiguous)
     let response = server.handler(request)
 
     let mhdResponse = response.body.withUnsafeBytes { bytes in
@@ -303,7 +321,7 @@ private func respond(
     for (name, value) in response.headers {
         _ = MHD_add_response_header(mhdResponse, name, value)
     }
-    if state.tooLarge {
+    if state.tooLarge || state.ambiguous {
         // The unread body cannot be skipped reliably: close the connection after answering.
         _ = MHD_add_response_header(mhdResponse, "Connection", "close")
     }
@@ -323,8 +341,21 @@ private func lookupHeader(_ connection: OpaquePointer, _ name: String) -> String
 
 private final class ValueCollector {
     var values: [String: String] = [:]
+    var counts: [String: Int] = [:]
     let lowercaseKeys: Bool
     init(lowercaseKeys: Bool) { self.lowercaseKeys = lowercaseKeys }
+}
+
+/// How many times each header name (lowercased) occurs.
+private func headerCounts(_ connection: OpaquePointer) -> [String: Int] {
+    let collector = ValueCollector(lowercaseKeys: true)
+    _ = MHD_get_connection_values(connection, MHD_ValueKind.HEADER_KIND, { cls, _, key, _ in
+        guard let cls, let key else { return MHD_Result.YES }
+        let collector = Unmanaged<ValueCollector>.fromOpaque(cls).takeUnretainedValue()
+        collector.counts[String(cString: key).lowercased(), default: 0] += 1
+        return MHD_Result.YES
+    }, Unmanaged.passUnretained(collector).toOpaque())
+    return collector.counts
 }
 
 private func collectValues(_ connection: OpaquePointer, _ kind: MHD_ValueKind, lowercaseKeys: Bool) -> [String: String] {

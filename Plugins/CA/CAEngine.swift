@@ -38,30 +38,36 @@ final class CAEngine: MountedEngine, @unchecked Sendable {  // mutable state liv
     static let definition = EngineDefinition(
         name: "ca", version: "0.1.0",
         routes: [
-            RouteDeclaration("list-issuers", "GET", "issuers", access: .authenticated, action: "read", resource: "issuers"),
+            RouteDeclaration(
+                "list-issuers", "GET", "issuers", access: .authenticated, action: "read", resource: "issuers"),
             RouteDeclaration("create-issuer", "POST", "issuers/{name}", access: .admin),
-            RouteDeclaration("read-issuer", "GET", "issuers/{name}", access: .authenticated, action: "read",
-                             resource: "issuers/{name}"),
+            RouteDeclaration(
+                "read-issuer", "GET", "issuers/{name}", access: .authenticated, action: "read",
+                resource: "issuers/{name}"),
             RouteDeclaration("issuer-csr", "POST", "issuers/{name}/csr", access: .admin),
             RouteDeclaration("issuer-set-signed", "POST", "issuers/{name}/set-signed", access: .admin),
             RouteDeclaration("rebuild-crl", "POST", "issuers/{name}/crl", access: .admin),
             .publicObject("issuer-cert", "issuers/{name}/cert", object: "issuers/{name}/cert", types: pemTypes),
-            .publicObject("issuer-chain", "issuers/{name}/chain", object: "issuers/{name}/chain",
-                          types: ["application/x-pem-file"]),
+            .publicObject(
+                "issuer-chain", "issuers/{name}/chain", object: "issuers/{name}/chain",
+                types: ["application/x-pem-file"]),
             .publicObject("issuer-crl", "issuers/{name}/crl", object: "issuers/{name}/crl", types: crlTypes),
             RouteDeclaration("list-profiles", "GET", "profiles", access: .admin),
             RouteDeclaration("write-profile", "PUT", "profiles/{name}", access: .admin),
             RouteDeclaration("read-profile", "GET", "profiles/{name}", access: .admin),
             RouteDeclaration("delete-profile", "DELETE", "profiles/{name}", access: .admin),
-            RouteDeclaration("issue", "POST", "issue/{profile}", access: .authenticated, action: "issue",
-                             resource: "profiles/{profile}"),
-            RouteDeclaration("sign", "POST", "sign/{profile}", access: .authenticated, action: "sign",
-                             resource: "profiles/{profile}"),
+            RouteDeclaration(
+                "issue", "POST", "issue/{profile}", access: .authenticated, action: "issue",
+                resource: "profiles/{profile}"),
+            RouteDeclaration(
+                "sign", "POST", "sign/{profile}", access: .authenticated, action: "sign",
+                resource: "profiles/{profile}"),
             RouteDeclaration("renew", "POST", "renew", access: .authenticated, action: "renew", resource: "certs"),
             RouteDeclaration("revoke", "POST", "revoke", access: .authenticated, action: "revoke", resource: "certs"),
             RouteDeclaration("list-certs", "GET", "certs", access: .authenticated, action: "read", resource: "certs"),
-            RouteDeclaration("read-cert", "GET", "certs/{serial}", access: .authenticated, action: "read",
-                             resource: "certs/{serial}"),
+            RouteDeclaration(
+                "read-cert", "GET", "certs/{serial}", access: .authenticated, action: "read",
+                resource: "certs/{serial}"),
         ],
         makeMount: { CAEngine(mount: $0) })
 
@@ -142,7 +148,9 @@ final class CAEngine: MountedEngine, @unchecked Sendable {  // mutable state liv
         guard let record = try storage.getJSON(IssuerRecord.self, "issuers/\(name)") else {
             throw EngineError.notFound("no issuer \(quoted(name))")
         }
-        guard record.format == recordFormat else { throw EngineError(code: MC_ERR_INTERNAL, "issuer \(name) has an unknown format") }
+        guard record.format == recordFormat else {
+            throw EngineError(code: MC_ERR_INTERNAL, "issuer \(name) has an unknown format")
+        }
         guard let pem = record.certificate else {
             throw EngineError.conflict("issuer \(quoted(name)) is waiting for its signed certificate (set-signed)")
         }
@@ -167,8 +175,9 @@ final class CAEngine: MountedEngine, @unchecked Sendable {  // mutable state liv
     /// Call with `changes` held.
     func publishIssuer(_ issuer: LoadedIssuer, refreshCRLIfOlderThan age: Int64? = nil) throws {
         let name = issuer.record.name
-        try storage.publish("issuers/\(name)/cert", Array((issuer.record.certificate ?? "").utf8),
-                            contentType: "application/x-pem-file")
+        try storage.publish(
+            "issuers/\(name)/cert", Array((issuer.record.certificate ?? "").utf8),
+            contentType: "application/x-pem-file")
         try storage.publish("issuers/\(name)/cert", try issuer.certificate.der(), contentType: "application/pkix-cert")
         try storage.publish("issuers/\(name)/chain", Array(issuer.chainPEM.utf8), contentType: "application/x-pem-file")
         if let age, let signedAt = try storage.getJSON(Int64.self, "crl-signed/\(name)"), Clock.now() - signedAt < age {
@@ -190,7 +199,8 @@ final class CAEngine: MountedEngine, @unchecked Sendable {  // mutable state liv
             issuer: issuer.certificate, issuerKey: issuer.key, number: record.crlNumber, thisUpdate: now,
             nextUpdate: now + record.crlLifetime,
             revoked: try revoked.map {
-                X509RevokedCertificate(serial: try Serial.parse($0.serialNumber), revocationDate: $0.revokedAt, reason: $0.reason)
+                X509RevokedCertificate(
+                    serial: try Serial.parse($0.serialNumber), revocationDate: $0.revokedAt, reason: $0.reason)
             })
         // The number is stored before the CRL is published, so a number is never used twice.
         try storage.putJSON("issuers/\(name)", record)
@@ -203,8 +213,10 @@ final class CAEngine: MountedEngine, @unchecked Sendable {  // mutable state liv
 
 /// Decodes a body, refusing fields the route does not know, so a misspelt or forbidden field is an error
 /// rather than silently ignored (audit #50: `key_usages` on issue is refused, not dropped).
-func decodeBody<T: Decodable>(_ request: EngineRequest, _ type: T.Type, allowed: Set<String>,
-                              forbidden: [String: String] = [:]) throws -> T {
+func decodeBody<T: Decodable>(
+    _ request: EngineRequest, _ type: T.Type, allowed: Set<String>,
+    forbidden: [String: String] = [:]
+) throws -> T {
     let fields = try request.decode([String: AnyJSON].self)
     for key in fields.keys.sorted() where !allowed.contains(key) {
         if let reason = forbidden[key] { throw EngineError.invalid(reason) }

@@ -9,19 +9,23 @@ enum ObjectName {
     /// Issuer and profile names, like mount names (audit #48): they become storage keys and URL segments.
     static func validate(_ name: String, kind: String) throws {
         let bytes = Array(name.utf8)
-        let valid = (1...64).contains(bytes.count)
+        let valid =
+            (1...64).contains(bytes.count)
             && bytes.enumerated().allSatisfy { i, b in
                 (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || (i > 0 && (b == 0x2d || b == 0x5f))
             }
         guard valid else {
-            throw EngineError.invalid("\(kind) name \(quoted(name)) is invalid: use 1-64 of a-z 0-9 _ -, starting with a letter or digit")
+            throw EngineError.invalid(
+                "\(kind) name \(quoted(name)) is invalid: use 1-64 of a-z 0-9 _ -, starting with a letter or digit")
         }
     }
 }
 
 /// A value for a message: quoted, truncated, with control bytes escaped.
 func quoted(_ value: String) -> String {
-    let shown = value.unicodeScalars.prefix(80).map { $0.value < 0x20 || $0.value == 0x7f ? "\\u{\(String($0.value, radix: 16))}" : String($0) }
+    let shown = value.unicodeScalars.prefix(80).map {
+        $0.value < 0x20 || $0.value == 0x7f ? "\\u{\(String($0.value, radix: 16))}" : String($0)
+    }
     return "\"" + shown.joined() + (value.unicodeScalars.count > 80 ? "…" : "") + "\""
 }
 
@@ -31,7 +35,9 @@ enum DNSName {
     static func problem(_ name: String) -> String? {
         if name.isEmpty { return "is empty" }
         if name.utf8.count > 253 { return "is longer than 253 bytes" }
-        if !name.utf8.allSatisfy({ $0 < 0x80 }) { return "is not ASCII (write internationalised names as xn-- A-labels)" }
+        if !name.utf8.allSatisfy({ $0 < 0x80 }) {
+            return "is not ASCII (write internationalised names as xn-- A-labels)"
+        }
         if IPAddress.normalised(name) != nil { return "is an IP address (put it in ip_sans)" }
         let labels = name.split(separator: ".", omittingEmptySubsequences: false)
         for (index, label) in labels.enumerated() {
@@ -54,7 +60,9 @@ enum DNSName {
     /// Lowercases and checks; throws naming the field and value.
     static func normalised(_ name: String, field: String) throws -> String {
         let lower = String(name.lowercased())
-        if let problem = problem(lower) { throw EngineError.invalid("\(field): \(quoted(name)) is not a valid DNS name: it \(problem)") }
+        if let problem = problem(lower) {
+            throw EngineError.invalid("\(field): \(quoted(name)) is not a valid DNS name: it \(problem)")
+        }
         return lower
     }
 
@@ -78,13 +86,15 @@ enum URIName {
     /// Why `uri` is not an acceptable uniformResourceIdentifier, or nil: an absolute URI of printable ASCII.
     static func problem(_ uri: String) -> String? {
         if uri.utf8.count > 1024 { return "is longer than 1024 bytes" }
-        guard uri.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else { return "has a space, a control byte or a non-ASCII byte" }
+        guard uri.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+            return "has a space, a control byte or a non-ASCII byte"
+        }
         guard let colon = uri.firstIndex(of: ":"), colon != uri.startIndex,
-              uri[..<colon].utf8.enumerated().allSatisfy({ i, b in
-                  (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a)
-                      || (i > 0 && ((b >= 0x30 && b <= 0x39) || b == 0x2b || b == 0x2d || b == 0x2e))
-              }),
-              uri.index(after: colon) != uri.endIndex
+            uri[..<colon].utf8.enumerated().allSatisfy({ i, b in
+                (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a)
+                    || (i > 0 && ((b >= 0x30 && b <= 0x39) || b == 0x2b || b == 0x2d || b == 0x2e))
+            }),
+            uri.index(after: colon) != uri.endIndex
         else { return "is not an absolute URI with a scheme" }
         return nil
     }
@@ -95,10 +105,15 @@ enum EmailName {
     static func normalised(_ email: String, field: String) throws -> (address: String, domain: String) {
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, parts[0].utf8.count <= 64,
-              parts[0].utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") && $0 != UInt8(ascii: ",") })
+            parts[0].utf8.allSatisfy({
+                $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\")
+                    && $0 != UInt8(ascii: ",")
+            })
         else { throw EngineError.invalid("\(field): \(quoted(email)) is not a valid email address") }
         let domain = try DNSName.normalised(String(parts[1]), field: "\(field) (domain of \(email))")
-        guard !domain.hasPrefix("*") else { throw EngineError.invalid("\(field): \(quoted(email)) has a wildcard domain") }
+        guard !domain.hasPrefix("*") else {
+            throw EngineError.invalid("\(field): \(quoted(email)) has a wildcard domain")
+        }
         return ("\(parts[0])@\(domain)", domain)
     }
 }
@@ -156,7 +171,9 @@ enum Serial {
             hex = text
         }
         guard !hex.isEmpty, hex.utf8.count <= 42, hex.utf8.count % 2 == 0,
-              hex.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) || ($0 >= 0x41 && $0 <= 0x46) })
+            hex.utf8.allSatisfy({
+                ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) || ($0 >= 0x41 && $0 <= 0x46)
+            })
         else { throw EngineError.invalid("serial \(quoted(text)) is not hex octets (like 3f:a2:07)") }
         var bytes: [UInt8] = []
         var index = hex.startIndex
@@ -166,7 +183,9 @@ enum Serial {
             index = next
         }
         while let first = bytes.first, first == 0 { bytes.removeFirst() }
-        guard !bytes.isEmpty, bytes.count <= 20 else { throw EngineError.invalid("serial \(quoted(text)) is zero or longer than 20 octets") }
+        guard !bytes.isEmpty, bytes.count <= 20 else {
+            throw EngineError.invalid("serial \(quoted(text)) is zero or longer than 20 octets")
+        }
         return bytes
     }
 }
@@ -180,6 +199,7 @@ enum Clock {
         var parts = tm()
         gmtime_r(&t, &parts)
         func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+        return
+            "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
     }
 }

@@ -32,8 +32,11 @@ struct IssuerRecord: Codable {
 
     enum CodingKeys: String, CodingKey {
         case format, name, certificate, parents, parent, created
-        case keyType = "key_type", crlNumber = "crl_number", crlLifetime = "crl_lifetime"
-        case crlDistributionPoints = "crl_distribution_points", issuingCertificates = "issuing_certificates"
+        case keyType = "key_type"
+        case crlNumber = "crl_number"
+        case crlLifetime = "crl_lifetime"
+        case crlDistributionPoints = "crl_distribution_points"
+        case issuingCertificates = "issuing_certificates"
     }
 }
 
@@ -60,10 +63,18 @@ struct Profile: Codable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case format, issuer, server, client
-        case allowedDomains = "allowed_domains", allowSubdomains = "allow_subdomains"
-        case allowWildcards = "allow_wildcards", allowIPSANs = "allow_ip_sans", allowedURISANs = "allowed_uri_sans"
-        case allowEmail = "allow_email", keyType = "key_type", keyBits = "key_bits", keyUsages = "key_usages"
-        case extKeyUsages = "ext_key_usages", maxTTL = "max_ttl", ttlPastIssuer = "ttl_past_issuer"
+        case allowedDomains = "allowed_domains"
+        case allowSubdomains = "allow_subdomains"
+        case allowWildcards = "allow_wildcards"
+        case allowIPSANs = "allow_ip_sans"
+        case allowedURISANs = "allowed_uri_sans"
+        case allowEmail = "allow_email"
+        case keyType = "key_type"
+        case keyBits = "key_bits"
+        case keyUsages = "key_usages"
+        case extKeyUsages = "ext_key_usages"
+        case maxTTL = "max_ttl"
+        case ttlPastIssuer = "ttl_past_issuer"
     }
 
     init(issuer: String) { self.issuer = issuer }
@@ -86,22 +97,28 @@ struct Profile: Codable {
         server = try c.decodeIfPresent(Bool.self, forKey: .server) ?? d.server
         client = try c.decodeIfPresent(Bool.self, forKey: .client) ?? d.client
         ttlPastIssuer = try c.decodeIfPresent(String.self, forKey: .ttlPastIssuer) ?? d.ttlPastIssuer
-        keyUsages = try c.decodeIfPresent([String].self, forKey: .keyUsages).map { names in
-            try names.map { name in
-                guard let usage = X509KeyUsage(rawValue: name) else {
-                    throw EngineError.invalid("key_usages: unknown usage \(quoted(name)); use \(X509KeyUsage.allCases.map(\.rawValue).joined(separator: ", "))")
+        keyUsages =
+            try c.decodeIfPresent([String].self, forKey: .keyUsages).map { names in
+                try names.map { name in
+                    guard let usage = X509KeyUsage(rawValue: name) else {
+                        throw EngineError.invalid(
+                            "key_usages: unknown usage \(quoted(name)); use \(X509KeyUsage.allCases.map(\.rawValue).joined(separator: ", "))"
+                        )
+                    }
+                    return usage
                 }
-                return usage
-            }
-        } ?? d.keyUsages
-        extKeyUsages = try c.decodeIfPresent([String].self, forKey: .extKeyUsages).map { names in
-            try names.map { name in
-                guard let usage = X509ExtendedKeyUsage(rawValue: name) else {
-                    throw EngineError.invalid("ext_key_usages: unknown usage \(quoted(name)); use \(X509ExtendedKeyUsage.allCases.map(\.rawValue).joined(separator: ", "))")
+            } ?? d.keyUsages
+        extKeyUsages =
+            try c.decodeIfPresent([String].self, forKey: .extKeyUsages).map { names in
+                try names.map { name in
+                    guard let usage = X509ExtendedKeyUsage(rawValue: name) else {
+                        throw EngineError.invalid(
+                            "ext_key_usages: unknown usage \(quoted(name)); use \(X509ExtendedKeyUsage.allCases.map(\.rawValue).joined(separator: ", "))"
+                        )
+                    }
+                    return usage
                 }
-                return usage
-            }
-        } ?? d.extKeyUsages
+            } ?? d.extKeyUsages
     }
 
     static let keyTypes = ["any", "rsa", "ecdsa-p256", "ecdsa-p384", "ed25519"]
@@ -113,17 +130,23 @@ struct Profile: Codable {
         for entry in allowedDomains {
             let base = entry.hasPrefix("*.") ? String(entry.dropFirst(2)) : entry
             _ = try DNSName.normalised(base, field: "allowed_domains")
-            guard base == base.lowercased() else { throw EngineError.invalid("allowed_domains: \(quoted(entry)) must be lowercase") }
+            guard base == base.lowercased() else {
+                throw EngineError.invalid("allowed_domains: \(quoted(entry)) must be lowercase")
+            }
         }
         for pattern in allowedURISANs where URIName.problem(pattern.replacing("*", with: "x")) != nil {
             throw EngineError.invalid("allowed_uri_sans: \(quoted(pattern)) is not an absolute URI pattern")
         }
         guard Self.keyTypes.contains(keyType) else {
-            throw EngineError.invalid("key_type \(quoted(keyType)) is unknown; use \(Self.keyTypes.joined(separator: ", "))")
+            throw EngineError.invalid(
+                "key_type \(quoted(keyType)) is unknown; use \(Self.keyTypes.joined(separator: ", "))")
         }
-        guard [2048, 3072, 4096].contains(keyBits) else { throw EngineError.invalid("key_bits \(keyBits) must be 2048, 3072 or 4096") }
+        guard [2048, 3072, 4096].contains(keyBits) else {
+            throw EngineError.invalid("key_bits \(keyBits) must be 2048, 3072 or 4096")
+        }
         for usage in keyUsages where usage == .keyCertSign || usage == .cRLSign {
-            throw EngineError.invalid("key_usages: \(usage.rawValue) is for CA certificates, which profiles never issue (audit #50)")
+            throw EngineError.invalid(
+                "key_usages: \(usage.rawValue) is for CA certificates, which profiles never issue (audit #50)")
         }
         let ttl = try Durations.seconds(maxTTL)
         guard ttl >= 60 else { throw EngineError.invalid("max_ttl \(quoted(maxTTL)) is shorter than a minute") }
@@ -182,9 +205,16 @@ struct CertificateRecord: Codable {
 
     enum CodingKeys: String, CodingKey {
         case format, issuer, profile, emails, certificate, renews
-        case serialNumber = "serial_number", commonName = "common_name", dnsNames = "dns_names"
-        case ipSANs = "ip_sans", uriSANs = "uri_sans", notBefore = "not_before", notAfter = "not_after"
-        case keyGenerated = "key_generated", revokedAt = "revoked_at", revocationReason = "revocation_reason"
+        case serialNumber = "serial_number"
+        case commonName = "common_name"
+        case dnsNames = "dns_names"
+        case ipSANs = "ip_sans"
+        case uriSANs = "uri_sans"
+        case notBefore = "not_before"
+        case notAfter = "not_after"
+        case keyGenerated = "key_generated"
+        case revokedAt = "revoked_at"
+        case revocationReason = "revocation_reason"
         case renewedBy = "renewed_by"
     }
 }
@@ -197,7 +227,8 @@ struct RevocationRecord: Codable {
 
     enum CodingKeys: String, CodingKey {
         case format, reason
-        case serialNumber = "serial_number", revokedAt = "revoked_at"
+        case serialNumber = "serial_number"
+        case revokedAt = "revoked_at"
     }
 }
 

@@ -131,7 +131,9 @@ public enum Server {
         }
 
         // TLS material.
-        let certificatePath: String, keyPath: String, caPath: String?
+        let certificatePath: String
+        let keyPath: String
+        let caPath: String?
         if let tls = config.tls {
             (certificatePath, keyPath, caPath) = (tls.certificate, tls.key, nil)
         } else if options.dev {
@@ -147,7 +149,8 @@ public enum Server {
             for file in bundledEngines where access(directory + "/" + file, R_OK) == 0 {
                 let path = directory + "/" + file
                 guard !engineConfigs.contains(where: { $0.path == path }) else { continue }
-                engineConfigs.append(EngineConfig(path: path, sha256: Hex.encode(try EngineLoader.hashFile(path: path))))
+                engineConfigs.append(
+                    EngineConfig(path: path, sha256: Hex.encode(try EngineLoader.hashFile(path: path))))
             }
         }
         var engines: [LoadedEngine] = []
@@ -159,14 +162,20 @@ public enum Server {
                 let engine = try EngineLoader.load(engineConfig)
                 var finished = timespec()
                 clock_gettime(CLOCK_MONOTONIC, &finished)
-                let loadMilliseconds = Double(finished.tv_sec - started.tv_sec) * 1e3
+                let loadMilliseconds =
+                    Double(finished.tv_sec - started.tv_sec) * 1e3
                     + Double(finished.tv_nsec - started.tv_nsec) / 1e6
                 if engines.contains(where: { $0.type == engine.type }) {
-                    throw EngineLoader.Failure(reason: "engine \(engineConfig.path) refused: type \(engine.type) is already loaded")
+                    throw EngineLoader.Failure(
+                        reason: "engine \(engineConfig.path) refused: type \(engine.type) is already loaded")
                 }
                 engines.append(engine)
-                logger.info("engine loaded", ["engine.type": engine.type, "engine.path": engine.path,
-                                              "load_ms": format3(loadMilliseconds)])
+                logger.info(
+                    "engine loaded",
+                    [
+                        "engine.type": engine.type, "engine.path": engine.path,
+                        "load_ms": format3(loadMilliseconds),
+                    ])
             } catch {
                 refusals.append(EngineRefusal(path: engineConfig.path, reason: "\(error)"))
                 logger.error("\(error)")
@@ -188,12 +197,16 @@ public enum Server {
         if let v = config.auth?.tokenTTLSeconds { settings.tokenTTLSeconds = max(60, v) }
         if let v = config.rateLimits?.identity { settings.identityLimit = v }
         if let v = config.rateLimits?.mount { settings.mountLimit = v }
-        let introspection = try config.auth?.introspection.map { try IntrospectionProvider(configuration: $0, logger: logger) }
+        let introspection = try config.auth?.introspection.map {
+            try IntrospectionProvider(configuration: $0, logger: logger)
+        }
         let auditConfig = config.audit ?? AuditLog.Configuration()
-        let audit = try AuditLog(path: auditConfig.path ?? dataDir + "/audit.log", maxBytes: auditConfig.maxBytes ?? 100 << 20,
-                                 keepFiles: auditConfig.keepFiles ?? 10, fsync: auditConfig.fsync ?? false)
-        let api = API(barrier: barrier, engines: engines, engineRefusals: refusals, logger: logger, settings: settings,
-                      introspection: introspection, audit: audit)
+        let audit = try AuditLog(
+            path: auditConfig.path ?? dataDir + "/audit.log", maxBytes: auditConfig.maxBytes ?? 100 << 20,
+            keepFiles: auditConfig.keepFiles ?? 10, fsync: auditConfig.fsync ?? false)
+        let api = API(
+            barrier: barrier, engines: engines, engineRefusals: refusals, logger: logger, settings: settings,
+            introspection: introspection, audit: audit)
 
         // The HTTPS listener.
         var http = HTTPServer.Configuration()
@@ -244,7 +257,9 @@ public enum Server {
             }
             logger.info("stopping: no new connections, finishing requests in flight")
             server.quiesce()
-            if !server.drain(timeoutSeconds: 30) { logger.warning("requests still running after 30 s; stopping anyway") }
+            if !server.drain(timeoutSeconds: 30) {
+                logger.warning("requests still running after 30 s; stopping anyway")
+            }
             api.seal()
             server.stop()
             logger.info("sealed and stopped")
@@ -272,8 +287,10 @@ public enum Server {
 
     /// Initialises (first run) or unseals (later runs) with passwords kept in the data folder, mounts every
     /// loaded engine under its type name on first run, and returns a fresh administrator token.
-    static func developmentSetUp(api: API, dataDir: String, argon2: Argon2Parameters?, logger: Logger) throws -> String {
-        let passwordPath = dataDir + "/dev-password", adminPath = dataDir + "/dev-admin-password"
+    static func developmentSetUp(api: API, dataDir: String, argon2: Argon2Parameters?, logger: Logger) throws -> String
+    {
+        let passwordPath = dataDir + "/dev-password"
+        let adminPath = dataDir + "/dev-admin-password"
         if try api.barrier.status().initialized {
             try api.unseal(password: SecureBytes(copying: try readFile(passwordPath)))
             return try api.tokens.create(for: "admin").token
@@ -282,9 +299,10 @@ public enum Server {
         let adminPassword = Base64URL.encode(randomBytes(18))
         try writeFile(passwordPath, Array(password.utf8), mode: 0o600)
         try writeFile(adminPath, Array(adminPassword.utf8), mode: 0o600)
-        let (token, _) = try api.initialize(password: SecureBytes(copying: Array(password.utf8)),
-                                            parameters: argon2 ?? api.sealArgon2, adminUsername: "admin",
-                                            adminPassword: adminPassword)
+        let (token, _) = try api.initialize(
+            password: SecureBytes(copying: Array(password.utf8)),
+            parameters: argon2 ?? api.sealArgon2, adminUsername: "admin",
+            adminPassword: adminPassword)
         for type in api.loadedEngineTypes {
             _ = try api.createMount(name: type, type: type)
             logger.info("mounted", ["mount.name": type])
@@ -351,7 +369,10 @@ public func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
     var offset = 0
     while offset < bytes.count {
         let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-        guard n > 0 else { close(fd); throw ServerError("cannot write \(path)") }
+        guard n > 0 else {
+            close(fd)
+            throw ServerError("cannot write \(path)")
+        }
         offset += n
     }
     fchmod(fd, mode)

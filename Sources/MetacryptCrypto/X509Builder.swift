@@ -61,7 +61,8 @@ extension X509Certificate {
         let subject = try template.subject.build()
         try withExtendedLifetime(subject) {
             try check(X509_set_subject_name(x509, subject.raw), "X509_set_subject_name")
-            try check(X509_set_issuer_name(x509, issuer.map { X509_get_subject_name($0.raw) } ?? subject.raw), "issuer name")
+            try check(
+                X509_set_issuer_name(x509, issuer.map { X509_get_subject_name($0.raw) } ?? subject.raw), "issuer name")
         }
         try check(X509_set_pubkey(x509, subjectKey.key.raw), "X509_set_pubkey")
 
@@ -91,8 +92,9 @@ extension X509Certificate {
         try add(NID_authority_key_identifier, "keyid:always")
         if !template.subjectAlternativeNames.isEmpty {
             // RFC 5280 4.2.1.6: critical when the subject is empty.
-            try addSubjectAlternativeNames(template.subjectAlternativeNames, to: x509,
-                                           critical: template.subject.attributes.isEmpty)
+            try addSubjectAlternativeNames(
+                template.subjectAlternativeNames, to: x509,
+                critical: template.subject.attributes.isEmpty)
         }
         if !template.crlDistributionPoints.isEmpty {
             try add(NID_crl_distribution_points, try uriList(template.crlDistributionPoints, prefix: "URI:"))
@@ -137,12 +139,17 @@ public final class X509CRL: @unchecked Sendable {  // never modified after signi
             var owned = true
             defer { if owned { X509_REVOKED_free(item) } }
             try withASN1Integer(entry.serial) { try check(X509_REVOKED_set_serialNumber(item, $0), "revoked serial") }
-            try withASN1Time(entry.revocationDate) { try check(X509_REVOKED_set_revocationDate(item, $0), "revocation date") }
+            try withASN1Time(entry.revocationDate) {
+                try check(X509_REVOKED_set_revocationDate(item, $0), "revocation date")
+            }
             if entry.reason != .unspecified {
-                guard let code = ASN1_ENUMERATED_new() else { throw CryptoError(.library, "ASN1_ENUMERATED_new failed") }
+                guard let code = ASN1_ENUMERATED_new() else {
+                    throw CryptoError(.library, "ASN1_ENUMERATED_new failed")
+                }
                 defer { ASN1_ENUMERATED_free(code) }
                 try check(ASN1_ENUMERATED_set(code, entry.reason.code), "ASN1_ENUMERATED_set")
-                try check(X509_REVOKED_add1_ext_i2d(item, NID_crl_reason, UnsafeMutableRawPointer(code), 0, 0), "reasonCode")
+                try check(
+                    X509_REVOKED_add1_ext_i2d(item, NID_crl_reason, UnsafeMutableRawPointer(code), 0, 0), "reasonCode")
             }
             try check(X509_CRL_add0_revoked(crl, item), "X509_CRL_add0_revoked")
             owned = false
@@ -160,7 +167,9 @@ public final class X509CRL: @unchecked Sendable {  // never modified after signi
         try check(X509_CRL_add_ext(crl, aki, -1), "X509_CRL_add_ext")
         var numberBytes = withUnsafeBytes(of: number.bigEndian) { Array($0) }
         while numberBytes.count > 1 && numberBytes[0] == 0 { numberBytes.removeFirst() }
-        try withASN1Integer(numberBytes) { try check(X509_CRL_add1_ext_i2d(crl, NID_crl_number, UnsafeMutableRawPointer($0), 0, 0), "cRLNumber") }
+        try withASN1Integer(numberBytes) {
+            try check(X509_CRL_add1_ext_i2d(crl, NID_crl_number, UnsafeMutableRawPointer($0), 0, 0), "cRLNumber")
+        }
 
         guard X509_CRL_sign(crl, issuerKey.key.raw, issuerKey.algorithm.signatureDigest) > 0 else {
             ERR_clear_error()
@@ -202,8 +211,10 @@ private func addSubjectAlternativeNames(_ names: [X509GeneralName], to x509: Opa
             throw CryptoError(.library, "GENERAL_NAMES push failed")
         }
     }
-    try check(X509_add1_ext_i2d(x509, NID_subject_alt_name, UnsafeMutableRawPointer(stack), critical ? 1 : 0,
-                            UInt(X509V3_ADD_DEFAULT)), "subjectAltName")
+    try check(
+        X509_add1_ext_i2d(
+            x509, NID_subject_alt_name, UnsafeMutableRawPointer(stack), critical ? 1 : 0,
+            UInt(X509V3_ADD_DEFAULT)), "subjectAltName")
 }
 
 /// "URI:a,URI:b" for the configuration parser; URLs with a comma or a control byte are refused here, so

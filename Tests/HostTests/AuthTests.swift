@@ -1,7 +1,8 @@
 import Glibc
-import Testing
-@testable import Host
 import MetacryptCrypto
+import Testing
+
+@testable import Host
 
 @Suite("Accounts and tokens")
 struct AccountTests {
@@ -14,8 +15,12 @@ struct AccountTests {
     @Test func anotherSpellingCannotShadowAnAccount() throws {
         let (accounts, _, _) = try stores()
         _ = try accounts.create(username: "Alice", password: "first password", roles: [.user])
-        #expect(throws: APIError.self) { try accounts.create(username: "ALICE", password: "second password", roles: [.admin]) }
-        #expect(throws: APIError.self) { try accounts.create(username: "\u{430}lice", password: "second password", roles: [.admin]) }
+        #expect(throws: APIError.self) {
+            try accounts.create(username: "ALICE", password: "second password", roles: [.admin])
+        }
+        #expect(throws: APIError.self) {
+            try accounts.create(username: "\u{430}lice", password: "second password", roles: [.admin])
+        }
         #expect(try accounts.get("alice")?.roles == [.user])
         #expect(try accounts.authenticate(username: "aLiCe", password: "first password")?.name == "alice")
         #expect(try accounts.authenticate(username: "alice", password: "second password") == nil)
@@ -69,7 +74,9 @@ struct CacheTests {
             if i % 50_000 == 0 { #expect(cache.count <= 10_000) }
         }
         #expect(cache.count == 10_000)
-        print("token cache: 200000 tokens, \(cache.count) kept; resident \(before) KiB before, \(residentKiB()) KiB after")
+        print(
+            "token cache: 200000 tokens, \(cache.count) kept; resident \(before) KiB before, \(residentKiB()) KiB after"
+        )
         // The newest survive, the oldest were evicted.
         #expect(cache.get(TokenDigest("token-199999"), now: 1) != nil)
         #expect(cache.get(TokenDigest("token-0"), now: 1) == nil)
@@ -128,7 +135,9 @@ struct IntrospectionAnswerTests {
     @Test func anExpiryInThePastRefusesTheTokenWhetherIntegerOrFraction() throws {
         for exp in ["999", "999.5"] {
             let answer = try decode(#"{"active": true, "username": "alice", "exp": \#(exp)}"#)
-            #expect(IntrospectionProvider.caller(from: answer, now: 1_000, configuration: configuration, logger: logger) == nil)
+            #expect(
+                IntrospectionProvider.caller(from: answer, now: 1_000, configuration: configuration, logger: logger)
+                    == nil)
         }
         let live = try decode(#"{"active": true, "username": "alice", "exp": 2000, "roles": ["user", "root"]}"#)
         let caller = IntrospectionProvider.caller(from: live, now: 1_000, configuration: configuration, logger: logger)
@@ -136,10 +145,14 @@ struct IntrospectionAnswerTests {
     }
 
     @Test func inactiveOrNamelessAnswersAreRefused() throws {
-        for json in [#"{"active": false, "username": "alice"}"#, #"{"username": "alice"}"#,
-                     #"{"active": true}"#, #"{"active": true, "username": "\u0430lice"}"#] {
-            #expect(IntrospectionProvider.caller(from: try decode(json), now: 0, configuration: configuration,
-                                                 logger: logger) == nil, "\(json)")
+        for json in [
+            #"{"active": false, "username": "alice"}"#, #"{"username": "alice"}"#,
+            #"{"active": true}"#, #"{"active": true, "username": "\u0430lice"}"#,
+        ] {
+            #expect(
+                IntrospectionProvider.caller(
+                    from: try decode(json), now: 0, configuration: configuration,
+                    logger: logger) == nil, "\(json)")
         }
     }
 }

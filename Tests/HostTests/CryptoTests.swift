@@ -1,5 +1,5 @@
-import Testing
 import MetacryptCrypto
+import Testing
 
 @Suite("Crypto primitives")
 struct CryptoTests {
@@ -9,7 +9,9 @@ struct CryptoTests {
         let nonce = Hex.decode("0d18e06c7c725ac9e362e1ce")!
         let plaintext = Hex.decode("2db5168e932556f8089a0622981d017d")!
         let sealed = try AESGCM.seal(plaintext, key: key, nonce: nonce, aad: [UInt8]())
-        #expect(Hex.encode(Array(sealed.dropFirst(12))) == "fa4362189661d163fcd6a56d8bf0405a" + "d636ac1bbedd5cc3ee727dc2ab4a9489")
+        #expect(
+            Hex.encode(Array(sealed.dropFirst(12))) == "fa4362189661d163fcd6a56d8bf0405a"
+                + "d636ac1bbedd5cc3ee727dc2ab4a9489")
         #expect(try AESGCM.open(sealed, key: key, aad: [UInt8]()).unsafeArray() == plaintext)
     }
 
@@ -41,8 +43,9 @@ struct CryptoTests {
         let salt = Array(repeating: UInt8(2), count: 16)
         let a = try Argon2id.deriveKey(password: Array("password".utf8), salt: salt, parameters: .minimum)
         let b = try Argon2id.deriveKey(password: Array("password".utf8), salt: salt, parameters: .minimum)
-        let c = try Argon2id.deriveKey(password: Array("password".utf8), salt: Array(repeating: 3, count: 16),
-                                       parameters: .minimum)
+        let c = try Argon2id.deriveKey(
+            password: Array("password".utf8), salt: Array(repeating: 3, count: 16),
+            parameters: .minimum)
         #expect(a == b)
         #expect(a != c)
     }

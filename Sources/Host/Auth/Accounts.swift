@@ -13,7 +13,7 @@ public enum Usernames {
             switch b {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"): out.append(b + 32)
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
                 out.append(b)
             default: return nil
             }
@@ -90,7 +90,8 @@ public final class AccountStore: Sendable {
 
     static func username(_ raw: String) throws -> String {
         guard let name = Usernames.normalise(raw) else {
-            throw APIError.badRequest("invalid username: use 1-64 of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+            throw APIError.badRequest(
+                "invalid username: use 1-64 of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
         }
         return name
     }
@@ -114,9 +115,10 @@ public final class AccountStore: Sendable {
         try Self.validatePassword(password)
         guard !roles.isEmpty else { throw APIError.badRequest("an account needs at least one role") }
         let hash = try Argon2id.hashPassword(Array(password.utf8), parameters: parameters)
-        let account = Account(username: username, passwordHash: hash,
-                              roles: Array(Set(roles)).sorted { $0.rawValue < $1.rawValue }, disabled: false,
-                              createdAt: now())
+        let account = Account(
+            username: username, passwordHash: hash,
+            roles: Array(Set(roles)).sorted { $0.rawValue < $1.rawValue }, disabled: false,
+            createdAt: now())
         return (username, Self.prefix + username, JSON.encode(account), account)
     }
 

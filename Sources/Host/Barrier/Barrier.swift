@@ -74,7 +74,8 @@ public final class Barrier: Sendable {
             // Create the MEK and the system DEK.
             let mek = SecureBytes(randomCount: AESGCM.keySize)
             let systemKey = SecureBytes(randomCount: AESGCM.keySize)
-            let sealedMEK = try AESGCM.seal(mek, key: kwk, aad: BarrierFormat.mekAAD(format: BarrierFormat.sealConfigV1))
+            let sealedMEK = try AESGCM.seal(
+                mek, key: kwk, aad: BarrierFormat.mekAAD(format: BarrierFormat.sealConfigV1))
             let wrapped = try AESGCM.seal(
                 systemKey, key: mek, aad: BarrierFormat.dekAAD(keyID: Self.systemKeyID, version: 1))
 
@@ -87,18 +88,22 @@ public final class Barrier: Sendable {
                 guard try tx.sealConfig() == nil else {
                     throw BarrierError(.alreadyInitialized, "the barrier is already initialized")
                 }
-                try tx.putSealConfig(SealConfigRecord(
-                    format: BarrierFormat.sealConfigV1, argon2Time: parameters.time,
-                    argon2MemoryKiB: parameters.memoryKiB, argon2Lanes: parameters.lanes, salt: salt,
-                    sealedMEK: sealedMEK, mekGeneration: 1))
-                try tx.putWrappedKey(WrappedKey(keyID: Self.systemKeyID, version: 1, wrapped: wrapped, createdAt: now()))
+                try tx.putSealConfig(
+                    SealConfigRecord(
+                        format: BarrierFormat.sealConfigV1, argon2Time: parameters.time,
+                        argon2MemoryKiB: parameters.memoryKiB, argon2Lanes: parameters.lanes, salt: salt,
+                        sealedMEK: sealedMEK, mekGeneration: 1))
+                try tx.putWrappedKey(
+                    WrappedKey(keyID: Self.systemKeyID, version: 1, wrapped: wrapped, createdAt: now()))
                 for entry in sealedEntries { try tx.putEntry(entry) }
             }
 
             ring.withLock {
-                $0 = KeyRing(mek: mek, mekGeneration: 1, keys: [
-                    Self.systemKeyID: .init(current: 1, versions: [1: systemKey])
-                ])
+                $0 = KeyRing(
+                    mek: mek, mekGeneration: 1,
+                    keys: [
+                        Self.systemKeyID: .init(current: 1, versions: [1: systemKey])
+                    ])
             }
         }
     }
@@ -126,7 +131,8 @@ public final class Barrier: Sendable {
                         .keyLoadFailed, "data key \(wrapped.keyID) version \(wrapped.version) failed to unwrap")
                 }
                 guard dek.count == AESGCM.keySize else {
-                    throw BarrierError(.keyLoadFailed, "data key \(wrapped.keyID) version \(wrapped.version) has the wrong length")
+                    throw BarrierError(
+                        .keyLoadFailed, "data key \(wrapped.keyID) version \(wrapped.version) has the wrong length")
                 }
                 let existing = keys[wrapped.keyID]
                 var versions = existing?.versions ?? [:]
@@ -202,7 +208,8 @@ public final class Barrier: Sendable {
                     do {
                         dek = try AESGCM.open(wrapped.wrapped, key: oldMEK, aad: aad)
                     } catch {
-                        throw BarrierError(.keyLoadFailed, "data key \(wrapped.keyID) v\(wrapped.version) failed to unwrap")
+                        throw BarrierError(
+                            .keyLoadFailed, "data key \(wrapped.keyID) v\(wrapped.version) failed to unwrap")
                     }
                     var rewrapped = wrapped
                     rewrapped.wrapped = try AESGCM.seal(dek, key: newMEK, aad: aad)
@@ -255,8 +262,9 @@ public final class Barrier: Sendable {
             guard let (systemVersion, systemKey) = current.current(Self.systemKeyID) else {
                 throw BarrierError(.unknownKey, "no system key")
             }
-            return try sealEntry(path: record.path, plaintext: record.value, keyID: Self.systemKeyID,
-                                 version: systemVersion, key: systemKey)
+            return try sealEntry(
+                path: record.path, plaintext: record.value, keyID: Self.systemKeyID,
+                version: systemVersion, key: systemKey)
         }
         try storage.write { tx in
             try tx.putWrappedKey(WrappedKey(keyID: keyID, version: version, wrapped: wrapped, createdAt: now()))
@@ -270,9 +278,12 @@ public final class Barrier: Sendable {
     /// Deletes every entry sealed under `keyID`, every version of the key, and the entries at `paths`
     /// (the record that named the key), in one transaction.
     public func destroyKey(
-        _ keyID: String, deleting paths: [String] = [], alsoInTransaction more: ((any StorageTransaction) throws -> Void)? = nil
+        _ keyID: String, deleting paths: [String] = [],
+        alsoInTransaction more: ((any StorageTransaction) throws -> Void)? = nil
     ) throws {
-        guard keyID != Self.systemKeyID else { throw BarrierError(.invalidArgument, "the system key cannot be destroyed") }
+        guard keyID != Self.systemKeyID else {
+            throw BarrierError(.invalidArgument, "the system key cannot be destroyed")
+        }
         for path in paths { try Self.validatePath(path) }
         try management.withLock { _ in
             guard ring.withLock({ $0 }) != nil else { throw BarrierError.sealed() }
@@ -316,21 +327,28 @@ public final class Barrier: Sendable {
             for stored in batch {
                 do {
                     let plaintext = try open(stored, ring: current)
-                    updates.append((try sealEntry(path: stored.path, plaintext: plaintext, keyID: keyID,
-                                                  version: version, key: key), stored))
+                    updates.append(
+                        (
+                            try sealEntry(
+                                path: stored.path, plaintext: plaintext, keyID: keyID,
+                                version: version, key: key), stored
+                        ))
                     // `plaintext` is wiped here, as it goes out of scope.
                 } catch let error as BarrierError where error.code == .corrupt {
                     unreadable.append(stored.path)
                 }
             }
             moved += try storage.write { tx in
-                try updates.reduce(0) { count, pair in try tx.replaceEntry(pair.0, expected: pair.1) ? count + 1 : count }
+                try updates.reduce(0) { count, pair in try tx.replaceEntry(pair.0, expected: pair.1) ? count + 1 : count
+                }
             }
             progress?(moved)
         }
         guard unreadable.isEmpty else {
-            throw BarrierError(.corrupt, "\(unreadable.count) entries of \(keyID) failed to open and keep the old key "
-                + "version: \(unreadable.prefix(5).joined(separator: ", "))")
+            throw BarrierError(
+                .corrupt,
+                "\(unreadable.count) entries of \(keyID) failed to open and keep the old key "
+                    + "version: \(unreadable.prefix(5).joined(separator: ", "))")
         }
         // Entries written on an old ring while this ran, if any, are picked up by a fresh pass.
         guard let current = ring.withLock({ $0 }), let (version, _) = current.current(keyID) else {
@@ -448,7 +466,7 @@ public final class Barrier: Sendable {
 
     private func open(_ stored: StoredEntry, ring current: KeyRing) throws -> SecureBytes {
         guard let (keyID, version, headerLength) = BarrierFormat.parseEntry(stored.value),
-              keyID == stored.keyID, version == stored.keyVersion
+            keyID == stored.keyID, version == stored.keyVersion
         else {
             throw BarrierError(.corrupt, "entry \(stored.path) has a malformed or unknown header")
         }
@@ -486,7 +504,7 @@ public final class Barrier: Sendable {
     static func validateKeyID(_ keyID: String) throws {
         let bytes = Array(keyID.utf8)
         guard !bytes.isEmpty, bytes.count <= BarrierFormat.maxKeyIDLength,
-              bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7f })
+            bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7f })
         else { throw BarrierError(.invalidArgument, "invalid key id") }
     }
 }

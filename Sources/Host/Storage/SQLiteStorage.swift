@@ -183,13 +183,17 @@ final class SQLiteStatement {
             switch value {
             case .int(let v): rc = sqlite3_bind_int64(raw, index, v)
             case .text(let s):
-                rc = s.utf8.withContiguousStorageIfAvailable { buf in
-                    buf.withMemoryRebound(to: CChar.self) {
-                        mc_sqlite3_bind_text_transient(raw, index, $0.baseAddress, Int32($0.count))
-                    }
-                } ?? mc_sqlite3_bind_text_transient(raw, index, s, -1)
+                rc =
+                    s.utf8.withContiguousStorageIfAvailable { buf in
+                        buf.withMemoryRebound(to: CChar.self) {
+                            mc_sqlite3_bind_text_transient(raw, index, $0.baseAddress, Int32($0.count))
+                        }
+                    } ?? mc_sqlite3_bind_text_transient(raw, index, s, -1)
             case .blob(let b):
-                rc = b.withUnsafeBytes { mc_sqlite3_bind_blob_transient(raw, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count)) }
+                rc = b.withUnsafeBytes {
+                    mc_sqlite3_bind_blob_transient(
+                        raw, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count))
+                }
             case .null: rc = sqlite3_bind_null(raw, index)
             }
             guard rc == SQLITE_OK else { throw connection.error(rc, "bind") }
@@ -312,7 +316,8 @@ struct SQLiteTransaction: StorageTransaction {
         ) { s in
             SealConfigRecord(
                 format: UInt32(truncatingIfNeeded: s.int(0)), argon2Time: UInt32(truncatingIfNeeded: s.int(1)),
-                argon2MemoryKiB: UInt32(truncatingIfNeeded: s.int(2)), argon2Lanes: UInt32(truncatingIfNeeded: s.int(3)),
+                argon2MemoryKiB: UInt32(truncatingIfNeeded: s.int(2)),
+                argon2Lanes: UInt32(truncatingIfNeeded: s.int(3)),
                 salt: s.blob(4), sealedMEK: s.blob(5), mekGeneration: UInt32(truncatingIfNeeded: s.int(6)))
         }.first
     }
@@ -324,14 +329,17 @@ struct SQLiteTransaction: StorageTransaction {
             (id, format, argon2_time, argon2_memory_kib, argon2_lanes, salt, sealed_mek, mek_generation)
             VALUES (1, ?, ?, ?, ?, ?, ?, ?)
             """,
-            [.int(Int64(c.format)), .int(Int64(c.argon2Time)), .int(Int64(c.argon2MemoryKiB)),
-             .int(Int64(c.argon2Lanes)), .blob(c.salt), .blob(c.sealedMEK), .int(Int64(c.mekGeneration))])
+            [
+                .int(Int64(c.format)), .int(Int64(c.argon2Time)), .int(Int64(c.argon2MemoryKiB)),
+                .int(Int64(c.argon2Lanes)), .blob(c.salt), .blob(c.sealedMEK), .int(Int64(c.mekGeneration)),
+            ])
     }
 
     func wrappedKeys() throws -> [WrappedKey] {
         try rows("SELECT key_id, version, wrapped, created_at FROM barrier_keys ORDER BY key_id, version", []) { s in
-            WrappedKey(keyID: s.text(0) ?? "", version: UInt32(truncatingIfNeeded: s.int(1)), wrapped: s.blob(2),
-                       createdAt: s.int(3))
+            WrappedKey(
+                keyID: s.text(0) ?? "", version: UInt32(truncatingIfNeeded: s.int(1)), wrapped: s.blob(2),
+                createdAt: s.int(3))
         }
     }
 
@@ -350,13 +358,16 @@ struct SQLiteTransaction: StorageTransaction {
     }
 
     private static func entry(_ s: SQLiteStatement) -> StoredEntry {
-        StoredEntry(path: s.text(0) ?? "", keyID: s.text(1) ?? "", keyVersion: UInt32(truncatingIfNeeded: s.int(2)),
-                    value: s.blob(3))
+        StoredEntry(
+            path: s.text(0) ?? "", keyID: s.text(1) ?? "", keyVersion: UInt32(truncatingIfNeeded: s.int(2)),
+            value: s.blob(3))
     }
 
     func entry(_ path: String) throws -> StoredEntry? {
-        try rows("SELECT path, key_id, key_version, value FROM barrier_entries WHERE path = ?", [.text(path)],
-                 Self.entry).first
+        try rows(
+            "SELECT path, key_id, key_version, value FROM barrier_entries WHERE path = ?", [.text(path)],
+            Self.entry
+        ).first
     }
 
     func putEntry(_ e: StoredEntry) throws {
@@ -379,8 +390,10 @@ struct SQLiteTransaction: StorageTransaction {
             UPDATE barrier_entries SET key_id = ?, key_version = ?, value = ?
             WHERE path = ? AND key_id = ? AND key_version = ? AND value = ?
             """,
-            [.text(e.keyID), .int(Int64(e.keyVersion)), .blob(e.value), .text(e.path), .text(expected.keyID),
-             .int(Int64(expected.keyVersion)), .blob(expected.value)])
+            [
+                .text(e.keyID), .int(Int64(e.keyVersion)), .blob(e.value), .text(e.path), .text(expected.keyID),
+                .int(Int64(expected.keyVersion)), .blob(expected.value),
+            ])
         return changes == 1
     }
 
@@ -409,15 +422,19 @@ struct SQLiteTransaction: StorageTransaction {
         if let upper = prefixUpperBound(prefix) {
             return try rows(
                 "SELECT path FROM barrier_entries WHERE path >= ? AND path < ? ORDER BY path LIMIT ?",
-                [.text(prefix), .text(upper), limitValue]) { $0.text(0) ?? "" }
+                [.text(prefix), .text(upper), limitValue]
+            ) { $0.text(0) ?? "" }
         }
-        return try rows("SELECT path FROM barrier_entries WHERE path >= ? ORDER BY path LIMIT ?",
-                        [.text(prefix), limitValue]) { $0.text(0) ?? "" }
+        return try rows(
+            "SELECT path FROM barrier_entries WHERE path >= ? ORDER BY path LIMIT ?",
+            [.text(prefix), limitValue]
+        ) { $0.text(0) ?? "" }
     }
 
     func putPublicObject(path: String, contentType: String, value: [UInt8]) throws {
-        try run("INSERT OR REPLACE INTO public_objects (path, content_type, value) VALUES (?, ?, ?)",
-                [.text(path), .text(contentType), .blob(value)])
+        try run(
+            "INSERT OR REPLACE INTO public_objects (path, content_type, value) VALUES (?, ?, ?)",
+            [.text(path), .text(contentType), .blob(value)])
     }
 
     func publicObjects(path: String) throws -> [(contentType: String, value: [UInt8])] {
@@ -439,8 +456,9 @@ struct SQLiteTransaction: StorageTransaction {
     }
 
     func mountRouting() throws -> [String: String] {
-        Dictionary(try rows("SELECT name, type FROM mount_routing", []) { ($0.text(0) ?? "", $0.text(1) ?? "") },
-                   uniquingKeysWith: { a, _ in a })
+        Dictionary(
+            try rows("SELECT name, type FROM mount_routing", []) { ($0.text(0) ?? "", $0.text(1) ?? "") },
+            uniquingKeysWith: { a, _ in a })
     }
 
     func putMountRouting(name: String, type: String) throws {
@@ -462,7 +480,8 @@ struct SQLiteTransaction: StorageTransaction {
     func countEntries(keyID: String, below version: UInt32?) throws -> Int {
         let counts = try rows(
             "SELECT count(*) FROM barrier_entries WHERE key_id = ? AND key_version < ?",
-            [.text(keyID), .int(Int64(version ?? UInt32.max) + (version == nil ? 1 : 0))]) { Int($0.int(0)) }
+            [.text(keyID), .int(Int64(version ?? UInt32.max) + (version == nil ? 1 : 0))]
+        ) { Int($0.int(0)) }
         return counts.first ?? 0
     }
 }

@@ -26,11 +26,19 @@ struct IssuerRequest: Decodable {
     var chain: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case keyType = "key_type", commonName = "common_name", organization
-        case organizationalUnit = "organizational_unit", country, province, locality, ttl, parent
-        case maxPathLength = "max_path_length", ttlPastIssuer = "ttl_past_issuer", crlLifetime = "crl_lifetime"
-        case crlDistributionPoints = "crl_distribution_points", issuingCertificates = "issuing_certificates"
-        case certificate, privateKey = "private_key", chain
+        case keyType = "key_type"
+        case commonName = "common_name"
+        case organization
+        case organizationalUnit = "organizational_unit"
+        case country, province, locality, ttl, parent
+        case maxPathLength = "max_path_length"
+        case ttlPastIssuer = "ttl_past_issuer"
+        case crlLifetime = "crl_lifetime"
+        case crlDistributionPoints = "crl_distribution_points"
+        case issuingCertificates = "issuing_certificates"
+        case certificate
+        case privateKey = "private_key"
+        case chain
     }
 
     static let fields = Set(CodingKeys.allCases.map(\.rawValue))
@@ -38,7 +46,9 @@ struct IssuerRequest: Decodable {
     func generatedKeyType() throws -> X509KeyType {
         guard let keyType else { return .ecdsaP256 }
         guard let type = X509KeyType(rawValue: keyType) else {
-            throw EngineError.invalid("key_type \(quoted(keyType)) is unknown; use \(X509KeyType.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw EngineError.invalid(
+                "key_type \(quoted(keyType)) is unknown; use \(X509KeyType.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         return type
     }
@@ -46,13 +56,18 @@ struct IssuerRequest: Decodable {
     /// The subject, each attribute checked: printable, at most 64 characters (RFC 5280's upper bounds).
     func subject() throws -> X509Name {
         guard let commonName, !commonName.isEmpty else { throw EngineError.invalid("missing field common_name") }
-        let name = X509Name(commonName: commonName, organization: organization, organizationalUnit: organizationalUnit,
-                            country: country, province: province, locality: locality)
-        for (field, value) in [("common_name", commonName), ("organization", organization),
-                               ("organizational_unit", organizationalUnit), ("province", province),
-                               ("locality", locality)] {
+        let name = X509Name(
+            commonName: commonName, organization: organization, organizationalUnit: organizationalUnit,
+            country: country, province: province, locality: locality)
+        for (field, value) in [
+            ("common_name", commonName), ("organization", organization),
+            ("organizational_unit", organizationalUnit), ("province", province),
+            ("locality", locality),
+        ] {
             guard let value else { continue }
-            guard !value.isEmpty, value.count <= 64, value.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7f }) else {
+            guard !value.isEmpty, value.count <= 64,
+                value.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7f })
+            else {
                 throw EngineError.invalid("\(field) \(quoted(value)) must be 1-64 printable characters")
             }
         }
@@ -69,7 +84,8 @@ struct IssuerRequest: Decodable {
             throw EngineError.invalid("crl_lifetime \(quoted(crlLifetime ?? "")) must be between 1h and 10d")
         }
         for url in (crlDistributionPoints ?? []) + (issuingCertificates ?? []) {
-            guard url.hasPrefix("http://") || url.hasPrefix("https://"), URIName.problem(url) == nil, !url.contains(",") else {
+            guard url.hasPrefix("http://") || url.hasPrefix("https://"), URIName.problem(url) == nil, !url.contains(",")
+            else {
                 throw EngineError.invalid("URL \(quoted(url)) must be an http or https URL without commas or spaces")
             }
         }
@@ -92,12 +108,13 @@ extension CAEngine {
             return try .json(["name": name, "status": "pending", "key_type": record.keyType])
         }
         let certificate = try X509Certificate(pem: pem)
-        return try .json(IssuerView(
-            name: name, status: "active", keyType: record.keyType, parent: record.parent,
-            subject: certificate.subjectDescription, issuer: certificate.issuerDescription,
-            serialNumber: Serial.text(certificate.serial), notBefore: Clock.text(certificate.notBefore),
-            notAfter: Clock.text(certificate.notAfter), certificate: pem, chain: ([pem] + record.parents).joined(),
-            crlNumber: record.crlNumber))
+        return try .json(
+            IssuerView(
+                name: name, status: "active", keyType: record.keyType, parent: record.parent,
+                subject: certificate.subjectDescription, issuer: certificate.issuerDescription,
+                serialNumber: Serial.text(certificate.serial), notBefore: Clock.text(certificate.notBefore),
+                notAfter: Clock.text(certificate.notAfter), certificate: pem, chain: ([pem] + record.parents).joined(),
+                crlNumber: record.crlNumber))
     }
 
     func createIssuer(_ request: EngineRequest) throws -> EngineResponse {
@@ -107,7 +124,9 @@ extension CAEngine {
         let settings = try body.settings()
 
         try changes.withLock { _ in
-            guard try storage.get("issuers/\(name)") == nil else { throw EngineError.exists("issuer \(quoted(name)) exists") }
+            guard try storage.get("issuers/\(name)") == nil else {
+                throw EngineError.exists("issuer \(quoted(name)) exists")
+            }
             let key: X509PrivateKey
             let certificate: X509Certificate
             var parents: [String] = []
@@ -141,7 +160,18 @@ extension CAEngine {
         try publishIssuer(try loadIssuer(record.name))
     }
 
+    /// The request's own options, checked before anything is built.
+    private func checkOptions(_ body: IssuerRequest) throws {
+        if let length = body.maxPathLength, !(0...16).contains(length) {
+            throw EngineError.invalid("max_path_length \(length) is outside 0...16")
+        }
+        if let mode = body.ttlPastIssuer, mode != "refuse", mode != "truncate" {
+            throw EngineError.invalid("ttl_past_issuer \(quoted(mode)) is neither refuse nor truncate")
+        }
+    }
+
     private func validity(_ body: IssuerRequest, defaultTTL: String) throws -> (Int64, Int64) {
+        try checkOptions(body)
         let ttl = try Durations.seconds(body.ttl ?? defaultTTL)
         guard ttl >= 3600 else { throw EngineError.invalid("ttl \(quoted(body.ttl ?? "")) is shorter than an hour") }
         let now = Clock.now()
@@ -150,8 +180,9 @@ extension CAEngine {
 
     private func signRoot(_ body: IssuerRequest, key: X509PrivateKey) throws -> X509Certificate {
         let (notBefore, notAfter) = try validity(body, defaultTTL: "3650d")
-        var template = X509CertificateTemplate(serial: Serial.random(), subject: try body.subject(),
-                                               notBefore: notBefore, notAfter: notAfter)
+        var template = X509CertificateTemplate(
+            serial: Serial.random(), subject: try body.subject(),
+            notBefore: notBefore, notAfter: notAfter)
         template.isCA = true
         template.pathLength = body.maxPathLength
         template.keyUsages = [.digitalSignature, .keyCertSign, .cRLSign]
@@ -159,30 +190,41 @@ extension CAEngine {
     }
 
     /// An intermediate under another issuer of the mount; never valid past its parent (audit #49).
-    private func signIntermediate(_ body: IssuerRequest, key: X509PrivateKey, parent: LoadedIssuer) throws -> X509Certificate {
+    private func signIntermediate(_ body: IssuerRequest, key: X509PrivateKey, parent: LoadedIssuer) throws
+        -> X509Certificate
+    {
         if let length = parent.certificate.pathLength, length == 0 {
-            throw EngineError.invalid("parent issuer \(quoted(parent.record.name)) has path length 0 and cannot sign CA certificates")
+            throw EngineError.invalid(
+                "parent issuer \(quoted(parent.record.name)) has path length 0 and cannot sign CA certificates")
         }
         var (notBefore, notAfter) = try validity(body, defaultTTL: "1825d")
         if notAfter > parent.certificate.notAfter {
             guard body.ttlPastIssuer == "truncate" else {
-                throw EngineError.invalid("ttl \(quoted(body.ttl ?? "1825d")) would end after the parent issuer's notAfter \(Clock.text(parent.certificate.notAfter)) (audit #49); shorten it or pass ttl_past_issuer: truncate")
+                throw EngineError.invalid(
+                    "ttl \(quoted(body.ttl ?? "1825d")) would end after the parent issuer's notAfter \(Clock.text(parent.certificate.notAfter)) (audit #49); shorten it or pass ttl_past_issuer: truncate"
+                )
             }
             notAfter = parent.certificate.notAfter
         }
         notBefore = max(notBefore, parent.certificate.notBefore)
-        var template = X509CertificateTemplate(serial: Serial.random(), subject: try body.subject(),
-                                               notBefore: notBefore, notAfter: notAfter)
+        var template = X509CertificateTemplate(
+            serial: Serial.random(), subject: try body.subject(),
+            notBefore: notBefore, notAfter: notAfter)
         template.isCA = true
         template.pathLength = body.maxPathLength ?? 0
+        if let parentLength = parent.certificate.pathLength, let wanted = body.maxPathLength, wanted >= parentLength {
+            throw EngineError.invalid(
+                "max_path_length \(wanted) is not below the parent issuer's path length \(parentLength)")
+        }
         if let parentLength = parent.certificate.pathLength, template.pathLength! >= parentLength {
             template.pathLength = parentLength - 1
         }
         template.keyUsages = [.digitalSignature, .keyCertSign, .cRLSign]
         template.crlDistributionPoints = parent.record.crlDistributionPoints
         template.issuingCertificateURLs = parent.record.issuingCertificates
-        return try X509Certificate.sign(template, subjectKey: try key.publicKey(), issuer: parent.certificate,
-                                        issuerKey: parent.key)
+        return try X509Certificate.sign(
+            template, subjectKey: try key.publicKey(), issuer: parent.certificate,
+            issuerKey: parent.key)
     }
 
     /// An outside key and CA certificate (optionally followed by its chain): they must match, the
@@ -205,13 +247,17 @@ extension CAEngine {
 
     func checkCA(_ certificate: X509Certificate, chain: [X509Certificate]) throws {
         guard certificate.isCA else {
-            throw EngineError.invalid("certificate \(quoted(certificate.subjectDescription)) is not a CA certificate (basicConstraints CA and keyCertSign)")
+            throw EngineError.invalid(
+                "certificate \(quoted(certificate.subjectDescription)) is not a CA certificate (basicConstraints CA and keyCertSign)"
+            )
         }
         guard certificate.notAfter > Clock.now() else { throw EngineError.invalid("certificate has expired") }
         var child = certificate
         for parent in chain {
             guard child.isIssued(by: parent) else {
-                throw EngineError.invalid("chain certificate \(quoted(parent.subjectDescription)) did not issue \(quoted(child.subjectDescription))")
+                throw EngineError.invalid(
+                    "chain certificate \(quoted(parent.subjectDescription)) did not issue \(quoted(child.subjectDescription))"
+                )
             }
             child = parent
         }
@@ -222,8 +268,10 @@ extension CAEngine {
     func issuerCSR(_ request: EngineRequest) throws -> EngineResponse {
         let name = try request.parameter("name")
         try ObjectName.validate(name, kind: "issuer")
-        let body = try decodeBody(request, IssuerRequest.self, allowed: IssuerRequest.fields.subtracting(
-            ["parent", "certificate", "private_key", "chain", "ttl", "max_path_length", "ttl_past_issuer"]))
+        let body = try decodeBody(
+            request, IssuerRequest.self,
+            allowed: IssuerRequest.fields.subtracting(
+                ["parent", "certificate", "private_key", "chain", "ttl", "max_path_length", "ttl_past_issuer"]))
         let settings = try body.settings()
         return try changes.withLock { _ in
             if let existing = try storage.getJSON(IssuerRecord.self, "issuers/\(name)"), existing.certificate != nil {
@@ -251,7 +299,9 @@ extension CAEngine {
             guard var record = try storage.getJSON(IssuerRecord.self, "issuers/\(name)") else {
                 throw EngineError.notFound("no issuer \(quoted(name))")
             }
-            guard record.certificate == nil else { throw EngineError.conflict("issuer \(quoted(name)) already has a certificate") }
+            guard record.certificate == nil else {
+                throw EngineError.conflict("issuer \(quoted(name)) already has a certificate")
+            }
             guard let keyPEM = try storage.get("issuer-keys/\(name)") else {
                 throw EngineError(code: MC_ERR_INTERNAL, "issuer \(name) has no key")
             }
@@ -295,7 +345,10 @@ struct IssuerView: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, status, parent, subject, issuer, certificate, chain
-        case keyType = "key_type", serialNumber = "serial_number", notBefore = "not_before", notAfter = "not_after"
+        case keyType = "key_type"
+        case serialNumber = "serial_number"
+        case notBefore = "not_before"
+        case notAfter = "not_after"
         case crlNumber = "crl_number"
     }
 }

@@ -49,13 +49,21 @@ enum Validate {
     /// IPv6 address; 1–253 bytes.
     static func hostname(_ name: String) throws {
         let b = Array(name.utf8)
-        guard (1...253).contains(b.count), b[0] != 0x2d, b[0] != 0x2e,
-              b.allSatisfy({ isAlnum($0) || $0 == 0x2e || $0 == 0x2d || $0 == 0x3a || $0 == 0x5f || $0 == 0x2a })
-        else { throw EngineError.invalid("hostname \(shown(name)) is not a host name or address") }
+        // An IP address, as sshd compares it.
+        var v4 = in_addr(), v6 = in6_addr()
+        if inet_pton(AF_INET, name, &v4) == 1 || inet_pton(AF_INET6, name, &v6) == 1 { return }
+        guard (1...253).contains(b.count) else { throw EngineError.invalid("hostname \(shown(name)) is not 1-253 bytes") }
         if let star = b.firstIndex(of: 0x2a) {
             guard star == 0, b.count > 2, b[1] == 0x2e, !b.dropFirst().contains(0x2a) else {
                 throw EngineError.invalid("hostname \(shown(name)): a wildcard may only be a leading \"*.\"")
             }
+        }
+        // A DNS name: labels of 1-63 letters, digits and inner hyphens (no underscores, no empty labels).
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false).drop { $0 == "*" }
+        for label in labels {
+            let l = Array(label.utf8)
+            guard (1...63).contains(l.count), l.first != 0x2d, l.last != 0x2d, l.allSatisfy({ isAlnum($0) || $0 == 0x2d })
+            else { throw EngineError.invalid("hostname \(shown(name)) is not a DNS name or an IP address") }
         }
     }
 

@@ -27,8 +27,10 @@ public func metacryptEngineEntry(_ hostABI: UInt32, _ host: UnsafePointer<mc_hos
 /// The SSHSIG namespace of KRL signatures: a signature made for anything else never verifies as one.
 let krlNamespace = "metacrypt-krl"
 /// Extensions of user certificates without a profile: the set `ssh-keygen -s` grants by default.
-let defaultUserExtensions = ["permit-X11-forwarding", "permit-agent-forwarding", "permit-port-forwarding",
-                             "permit-pty", "permit-user-rc"]
+let defaultUserExtensions = [
+    "permit-X11-forwarding", "permit-agent-forwarding", "permit-port-forwarding",
+    "permit-pty", "permit-user-rc",
+]
 /// The user-certificate extensions OpenSSH knows; a profile may grant only these.
 let knownUserExtensions = Set(defaultUserExtensions + ["no-touch-required"])
 /// The critical options OpenSSH knows; only profiles may set them (audit #11).
@@ -104,9 +106,12 @@ struct Profile: Codable, Sendable {
             }
         }
         if let extensions {
-            guard Set(extensions).count == extensions.count else { throw EngineError.invalid("extensions has duplicates") }
+            guard Set(extensions).count == extensions.count else {
+                throw EngineError.invalid("extensions has duplicates")
+            }
             for name in extensions where !knownUserExtensions.contains(name) {
-                throw EngineError.invalid("extension \(Validate.shown(name)) is not a user-certificate extension OpenSSH knows")
+                throw EngineError.invalid(
+                    "extension \(Validate.shown(name)) is not a user-certificate extension OpenSSH knows")
             }
         }
         if let allowedPrincipals {
@@ -191,14 +196,17 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             RouteDeclaration("write-profile", "PUT", "profiles/{name}", access: .admin),
             RouteDeclaration("read-profile", "GET", "profiles/{name}", access: .admin),
             RouteDeclaration("delete-profile", "DELETE", "profiles/{name}", access: .admin),
-            RouteDeclaration("sign-user", "POST", "sign-user", access: .authenticated, action: "sign-user",
-                             resource: "sign-user"),
+            RouteDeclaration(
+                "sign-user", "POST", "sign-user", access: .authenticated, action: "sign-user",
+                resource: "sign-user"),
             // Default deny (audit #54): without a rule for sign-host, only administrators sign host keys.
-            RouteDeclaration("sign-host", "POST", "sign-host", access: .authenticated, action: "sign-host",
-                             resource: "sign-host"),
+            RouteDeclaration(
+                "sign-host", "POST", "sign-host", access: .authenticated, action: "sign-host",
+                resource: "sign-host"),
             RouteDeclaration("list-certs", "GET", "certs", access: .authenticated, action: "read", resource: "certs"),
-            RouteDeclaration("read-cert", "GET", "certs/{serial}", access: .authenticated, action: "read",
-                             resource: "certs/{serial}"),
+            RouteDeclaration(
+                "read-cert", "GET", "certs/{serial}", access: .authenticated, action: "read",
+                resource: "certs/{serial}"),
             RouteDeclaration("delete-cert", "DELETE", "certs/{serial}", access: .admin),
             RouteDeclaration("revoke", "POST", "revoke", access: .authenticated, action: "revoke", resource: "certs"),
             .publicObject("krl", "krl", object: "krl", types: ["application/octet-stream"]),
@@ -245,9 +253,13 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             }
             var keys: [String: [UInt8]] = [:]
             for key in try storage.list(prefix: "revoked-keys/") {
-                if let blob = try storage.get(key) { keys[String(key.dropFirst("revoked-keys/".count))] = blob.unsafeArray() }
+                if let blob = try storage.get(key) {
+                    keys[String(key.dropFirst("revoked-keys/".count))] = blob.unsafeArray()
+                }
             }
-            let version = try storage.get("krl/version").flatMap { UInt64(String(decoding: $0.unsafeArray(), as: UTF8.self)) } ?? 0
+            let version =
+                try storage.get("krl/version").flatMap { UInt64(String(decoding: $0.unsafeArray(), as: UTF8.self)) }
+                ?? 0
 
             self.config = config
             self.ca = ca
@@ -347,7 +359,8 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             var ca: CAKey
             if let existing = self.config, let existingCA = self.ca {
                 if body.privateKey != nil || (body.keyType != nil && body.keyType != existing.keyType.rawValue) {
-                    throw EngineError.conflict("this mount already has a CA key; it is never replaced (mount a new CA instead)")
+                    throw EngineError.conflict(
+                        "this mount already has a CA key; it is never replaced (mount a new CA instead)")
                 }
                 config = existing
                 ca = existingCA
@@ -355,16 +368,19 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
                 if let pem = body.privateKey {
                     let signer: SigningKey
                     do { signer = try SigningKey(pkcs8PEM: Array(pem.utf8)) } catch {
-                        throw EngineError.invalid("private_key is not an unencrypted PKCS#8 PEM Ed25519, P-256 or P-384 key")
+                        throw EngineError.invalid(
+                            "private_key is not an unencrypted PKCS#8 PEM Ed25519, P-256 or P-384 key")
                     }
                     ca = try CAKey(signer)
                     if let wanted = body.keyType, wanted != ca.type.rawValue {
-                        throw EngineError.invalid("private_key is \(ca.type.rawValue), not key_type \(Validate.shown(wanted))")
+                        throw EngineError.invalid(
+                            "private_key is \(ca.type.rawValue), not key_type \(Validate.shown(wanted))")
                     }
                 } else {
                     guard let type = CAKeyType(rawValue: body.keyType ?? "ed25519") else {
                         throw EngineError.invalid(
-                            "key_type \(Validate.shown(body.keyType ?? "")) is not ed25519, ecdsa-p256 or ecdsa-p384 (no RSA)")
+                            "key_type \(Validate.shown(body.keyType ?? "")) is not ed25519, ecdsa-p256 or ecdsa-p384 (no RSA)"
+                        )
                     }
                     ca = try CAKey(SigningKey.generate(type.algorithm))
                 }
@@ -386,11 +402,14 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             }
             if let v = body.allowedHostExtensions {
                 for name in v { try Validate.extensionName(name) }
-                guard Set(v).count == v.count else { throw EngineError.invalid("allowed_host_extensions has duplicates") }
+                guard Set(v).count == v.count else {
+                    throw EngineError.invalid("allowed_host_extensions has duplicates")
+                }
                 config.allowedHostExtensions = v.sorted()
             }
             guard config.defaultTTL <= config.maxTTL else {
-                throw EngineError.invalid("default_ttl (\(config.defaultTTL)s) is more than max_ttl (\(config.maxTTL)s)")
+                throw EngineError.invalid(
+                    "default_ttl (\(config.defaultTTL)s) is more than max_ttl (\(config.maxTTL)s)")
             }
             guard config.defaultHostTTL <= config.maxHostTTL else {
                 throw EngineError.invalid(
@@ -508,7 +527,8 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
     private func signUser(_ request: EngineRequest) throws -> EngineResponse {
         let body = try request.decode(SignUserRequest.self)
         guard body.criticalOptions == nil, body.extensions == nil else {
-            throw EngineError.invalid("critical options and extensions come only from profiles (audit #11); name a profile")
+            throw EngineError.invalid(
+                "critical options and extensions come only from profiles (audit #11); name a profile")
         }
         let subject = try SSHPublicKey(authorizedKey: body.publicKey)
 
@@ -523,18 +543,23 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
 
         // Principals: the caller's own name unless policy grants another one.
         let principals = body.principals ?? [request.caller.name]
-        guard !principals.isEmpty else { throw EngineError.invalid("principals is empty; omit it to sign for yourself") }
+        guard !principals.isEmpty else {
+            throw EngineError.invalid("principals is empty; omit it to sign for yourself")
+        }
         guard principals.count <= maximumPrincipals else {
             throw EngineError.invalid("\(principals.count) principals; at most \(maximumPrincipals)")
         }
         guard Set(principals).count == principals.count else { throw EngineError.invalid("principals has duplicates") }
         for principal in principals {
             try Validate.principal(principal)
-            if let patterns = profile?.allowedPrincipals, !patterns.contains(where: { Validate.glob($0, matches: principal) }) {
+            if let patterns = profile?.allowedPrincipals,
+                !patterns.contains(where: { Validate.glob($0, matches: principal) })
+            {
                 throw EngineError.invalid("principal \(principal) is not allowed by profile \(body.profile ?? "")")
             }
             if principal != request.caller.name,
-               !request.isAllowed(action: "sign-user", resource: "principal/\(principal)") {
+                !request.isAllowed(action: "sign-user", resource: "principal/\(principal)")
+            {
                 throw EngineError.denied("the caller may not sign for principal \(principal)")
             }
         }
@@ -550,14 +575,17 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
 
             var options: [String: String?] = [:]
             for (name, value) in profile?.criticalOptions ?? [:] { options[name] = value }
-            if options["source-address"] == nil, let source = config.defaultSourceAddress { options["source-address"] = source }
+            if options["source-address"] == nil, let source = config.defaultSourceAddress {
+                options["source-address"] = source
+            }
             var extensions: [String: String?] = [:]
             for name in profile?.extensions ?? defaultUserExtensions { extensions[name] = String?.none }
 
             if let suffix = body.keyID { try Validate.keyIDSuffix(suffix) }
-            return try issue(request: request, ca: ca, config: config, subject: subject, type: .user,
-                             principals: principals, ttl: ttl, options: options, extensions: extensions,
-                             keyIDSuffix: body.keyID, profile: body.profile)
+            return try issue(
+                request: request, ca: ca, config: config, subject: subject, type: .user,
+                principals: principals, ttl: ttl, options: options, extensions: extensions,
+                keyIDSuffix: body.keyID, profile: body.profile)
         }
     }
 
@@ -571,7 +599,9 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
         guard body.hostnames.count <= maximumPrincipals else {
             throw EngineError.invalid("\(body.hostnames.count) hostnames; at most \(maximumPrincipals)")
         }
-        guard Set(body.hostnames).count == body.hostnames.count else { throw EngineError.invalid("hostnames has duplicates") }
+        guard Set(body.hostnames).count == body.hostnames.count else {
+            throw EngineError.invalid("hostnames has duplicates")
+        }
         for name in body.hostnames { try Validate.hostname(name) }
         if let suffix = body.keyID { try Validate.keyIDSuffix(suffix) }
 
@@ -582,17 +612,20 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             var extensions: [String: String?] = [:]
             for (name, value) in body.extensions ?? [:] {
                 guard config.allowedHostExtensions.contains(name) else {
-                    throw EngineError.invalid("extension \(Validate.shown(name)) is not in this CA's allowed_host_extensions")
+                    throw EngineError.invalid(
+                        "extension \(Validate.shown(name)) is not in this CA's allowed_host_extensions")
                 }
                 guard value.utf8.count <= 1024, value.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7f }) else {
-                    throw EngineError.invalid("extension \(name) has a value that is not printable text of 1024 bytes or less")
+                    throw EngineError.invalid(
+                        "extension \(name) has a value that is not printable text of 1024 bytes or less")
                 }
                 extensions[name] = value.isEmpty ? String?.none : value
             }
             let ttl = try Self.ttl(body.ttl, default: config.defaultHostTTL, maximum: config.maxHostTTL)
-            return try issue(request: request, ca: ca, config: config, subject: subject, type: .host,
-                             principals: body.hostnames, ttl: ttl, options: [:], extensions: extensions,
-                             keyIDSuffix: body.keyID, profile: nil)
+            return try issue(
+                request: request, ca: ca, config: config, subject: subject, type: .host,
+                principals: body.hostnames, ttl: ttl, options: [:], extensions: extensions,
+                keyIDSuffix: body.keyID, profile: nil)
         }
     }
 
@@ -600,15 +633,19 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
         guard let text else { return fallback }
         let seconds = try Durations.seconds(text)
         guard seconds > 0 else { throw EngineError.invalid("ttl must be more than 0") }
-        guard seconds <= maximum else { throw EngineError.invalid("ttl \(text) is more than the maximum of \(maximum)s") }
+        guard seconds <= maximum else {
+            throw EngineError.invalid("ttl \(text) is more than the maximum of \(maximum)s")
+        }
         return seconds
     }
 
     /// Claims a serial, signs, and records the certificate. Called under the read lock: the CA key is
     /// only used while it is held.
-    private func issue(request: EngineRequest, ca: CAKey, config: CAConfig, subject: SSHPublicKey,
-                       type: CertificateType, principals: [String], ttl: Int64, options: [String: String?],
-                       extensions: [String: String?], keyIDSuffix: String?, profile: String?) throws -> EngineResponse {
+    private func issue(
+        request: EngineRequest, ca: CAKey, config: CAConfig, subject: SSHPublicKey,
+        type: CertificateType, principals: [String], ttl: Int64, options: [String: String?],
+        extensions: [String: String?], keyIDSuffix: String?, profile: String?
+    ) throws -> EngineResponse {
         guard revokedKeys[subject.storageID] == nil else {
             throw EngineError.invalid("public_key \(subject.fingerprint) is revoked")
         }
@@ -652,8 +689,10 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             try storage.put("certs/\(serial)", try encodeJSON(record))
             try storage.put("bykey/\(subject.storageID)/\(serial)", Array("1".utf8))
             mount.log(Int32(MC_LOG_INFO), "certificate issued serial=\(serial) type=\(type.name) key_id=\(keyID)")
-            return try .json(SignResponse(signedKey: line, serial: String(serial), keyID: keyID, principals: principals,
-                                          validAfter: validAfter, validBefore: validBefore))
+            return try .json(
+                SignResponse(
+                    signedKey: line, serial: String(serial), keyID: keyID, principals: principals,
+                    validAfter: validAfter, validBefore: validBefore))
         } catch {
             _ = try? storage.delete("certs/\(serial)")
             throw error
@@ -682,7 +721,9 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
         let serial = try Validate.serial(try request.parameter("serial"))
         return try lock.reading {
             guard unsealed else { throw EngineError.sealed }
-            guard let bytes = try storage.get("certs/\(serial)") else { throw EngineError.notFound("no certificate \(serial)") }
+            guard let bytes = try storage.get("certs/\(serial)") else {
+                throw EngineError.notFound("no certificate \(serial)")
+            }
             var record = try decodeStored(CertRecord.self, bytes, "certs/\(serial)")
             record.revoked = revokedSerials.contains(serial)
             return try .json(record)
@@ -693,7 +734,9 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
         let serial = try Validate.serial(try request.parameter("serial"))
         return try lock.writing {
             guard unsealed else { throw EngineError.sealed }
-            guard let bytes = try storage.get("certs/\(serial)") else { throw EngineError.notFound("no certificate \(serial)") }
+            guard let bytes = try storage.get("certs/\(serial)") else {
+                throw EngineError.notFound("no certificate \(serial)")
+            }
             let record = try decodeStored(CertRecord.self, bytes, "certs/\(serial)")
             if let subject = try? SSHPublicKey(authorizedKey: record.publicKey) {
                 try storage.delete("bykey/\(subject.storageID)/\(serial)")
@@ -729,12 +772,16 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
     private func revoke(_ request: EngineRequest) throws -> EngineResponse {
         let body = try request.decode(RevokeRequest.self)
         var serials: [UInt64] = []
-        for text in (body.serial.map { [$0] } ?? []) + (body.serials ?? []) { serials.append(try Validate.serial(text)) }
+        for text in (body.serial.map { [$0] } ?? []) + (body.serials ?? []) {
+            serials.append(try Validate.serial(text))
+        }
         guard serials.count <= maximumSerialsPerRevocation else {
             throw EngineError.invalid("\(serials.count) serials; at most \(maximumSerialsPerRevocation) per request")
         }
         let subject = try body.publicKey.map { try SSHPublicKey(authorizedKey: $0) }
-        guard !serials.isEmpty || subject != nil else { throw EngineError.invalid("give serial, serials or public_key") }
+        guard !serials.isEmpty || subject != nil else {
+            throw EngineError.invalid("give serial, serials or public_key")
+        }
 
         return try lock.writing {
             guard unsealed else { throw EngineError.sealed }
@@ -751,8 +798,9 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             }
 
             // By serial: a serial without a record is revoked too (a certificate from an imported CA key).
-            let revocation = Revocation(serial: "", revokedAt: now(), revokedBy: request.caller.name,
-                                        requestID: request.requestID)
+            let revocation = Revocation(
+                serial: "", revokedAt: now(), revokedBy: request.caller.name,
+                requestID: request.requestID)
             for serial in Set(serials).sorted() where !revokedSerials.contains(serial) {
                 var entry = revocation
                 entry.serial = String(serial)
@@ -771,9 +819,10 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
     /// Builds, signs and publishes the KRL and its detached signature. Called under the write lock.
     private func publishKRL(ca: CAKey) throws {
         let version = krlVersion + 1
-        let krl = KRL.encode(version: version, generated: now(), caBlob: ca.publicBlob,
-                             serials: Array(revokedSerials), keys: Array(revokedKeys.values),
-                             comment: "metacrypt sshca \(mount.name)")
+        let krl = KRL.encode(
+            version: version, generated: now(), caBlob: ca.publicBlob,
+            serials: Array(revokedSerials), keys: Array(revokedKeys.values),
+            comment: "metacrypt sshca \(mount.name)")
         let signature = try SSHSIG.sign(krl, namespace: krlNamespace, with: ca)
         try storage.put("krl/version", Array(String(version).utf8))
         krlVersion = version
@@ -791,4 +840,31 @@ struct DynamicKey: CodingKey {
     init(_ string: String) { stringValue = string }
     init?(stringValue: String) { self.stringValue = stringValue }
     init?(intValue: Int) { nil }
+}
+
+// Every request body names its fields, so a misspelt option is a 400 rather than a silently weaker
+// certificate or profile.
+extension SSHCAEngine.ConfigRequest: KnownFields {
+    static let knownFields: Set<String> = [
+        "key_type", "private_key", "default_ttl", "max_ttl", "default_host_ttl", "max_host_ttl", "clock_skew",
+        "default_source_address", "allowed_host_extensions",
+    ]
+}
+
+extension Profile: KnownFields {
+    static let knownFields: Set<String> = ["critical_options", "extensions", "allowed_principals", "max_ttl"]
+}
+
+extension SSHCAEngine.SignUserRequest: KnownFields {
+    static let knownFields: Set<String> = [
+        "public_key", "principals", "ttl", "profile", "key_id", "critical_options", "extensions",
+    ]
+}
+
+extension SSHCAEngine.SignHostRequest: KnownFields {
+    static let knownFields: Set<String> = ["public_key", "hostnames", "ttl", "key_id", "extensions", "critical_options"]
+}
+
+extension SSHCAEngine.RevokeRequest: KnownFields {
+    static let knownFields: Set<String> = ["serial", "serials", "public_key"]
 }

@@ -39,7 +39,9 @@ struct SSHPublicKey: Sendable, Equatable {
     /// invalid EC points and RSA moduli under 2048 bits.
     init(authorizedKey text: String) throws {
         var line = Substring(text)
-        while let last = line.last, last == "\n" || last == "\r" || last == " " || last == "\t" { line = line.dropLast() }
+        while let last = line.last, last == "\n" || last == "\r" || last == " " || last == "\t" {
+            line = line.dropLast()
+        }
         while let first = line.first, first == " " || first == "\t" { line = line.dropFirst() }
         guard !line.isEmpty else { throw EngineError.invalid("public_key is empty") }
         guard line.utf8.count <= Self.maximumLineLength else {
@@ -73,6 +75,10 @@ struct SSHPublicKey: Sendable, Equatable {
             guard point.count == 32 else {
                 throw EngineError.invalid("public_key: an Ed25519 key is 32 bytes, not \(point.count)")
             }
+            // The all-zero and identity encodings are small-order points: no one holds a key for them.
+            guard point.contains(where: { $0 != 0 }), !(point.first == 1 && point.dropFirst().allSatisfy({ $0 == 0 })) else {
+                throw EngineError.invalid("public_key: the Ed25519 key is a small-order point, not a real key")
+            }
             fields.string(point)
         case "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384":
             let curve = try reader.text("curve name")
@@ -84,7 +90,8 @@ struct SSHPublicKey: Sendable, Equatable {
             let algorithm: SignatureAlgorithm = curve == "nistp256" ? .ecdsaP256SHA256 : .ecdsaP384SHA384
             guard point.count == algorithm.rawPublicKeySize, point.first == 0x04 else {
                 throw EngineError.invalid(
-                    "public_key: a \(curve) point is \(algorithm.rawPublicKeySize) bytes starting 0x04, not \(point.count) bytes")
+                    "public_key: a \(curve) point is \(algorithm.rawPublicKeySize) bytes starting 0x04, not \(point.count) bytes"
+                )
             }
             do { _ = try VerifyingKey(rawRepresentation: point, algorithm: algorithm) } catch {
                 throw EngineError.invalid("public_key: the \(curve) point is not on the curve")
@@ -99,7 +106,8 @@ struct SSHPublicKey: Sendable, Equatable {
             }
             let bits = n.isEmpty ? 0 : (n.count - 1) * 8 + (8 - n[0].leadingZeroBitCount)
             guard bits >= Self.minimumRSABits else {
-                throw EngineError.invalid("public_key: RSA key of \(bits) bits; at least \(Self.minimumRSABits) are required")
+                throw EngineError.invalid(
+                    "public_key: RSA key of \(bits) bits; at least \(Self.minimumRSABits) are required")
             }
             guard bits <= Self.maximumRSABits, let low = n.last, low & 1 == 1 else {
                 throw EngineError.invalid("public_key: RSA modulus of \(bits) bits is not a valid modulus")
@@ -116,7 +124,9 @@ struct SSHPublicKey: Sendable, Equatable {
     }
 
     private static func checkSupported(_ type: String) throws {
-        let shown = String(type.prefix(64)).filter { $0.isASCII && !$0.isWhitespace && $0.asciiValue.map { $0 >= 0x21 && $0 < 0x7f } == true }
+        let shown = String(type.prefix(64)).filter {
+            $0.isASCII && !$0.isWhitespace && $0.asciiValue.map { $0 >= 0x21 && $0 < 0x7f } == true
+        }
         if type.hasSuffix("-cert-v01@openssh.com") {
             throw EngineError.invalid("public_key is a certificate (\(shown)), not a public key")
         }
@@ -125,7 +135,8 @@ struct SSHPublicKey: Sendable, Equatable {
         }
         guard ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-rsa"].contains(type) else {
             throw EngineError.invalid(
-                "public_key: unknown key type \(shown); use ssh-ed25519, ecdsa-sha2-nistp256/384 or ssh-rsa (2048 bits or more)")
+                "public_key: unknown key type \(shown); use ssh-ed25519, ecdsa-sha2-nistp256/384 or ssh-rsa (2048 bits or more)"
+            )
         }
     }
 }

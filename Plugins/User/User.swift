@@ -627,3 +627,20 @@ struct KeyAnswer: Encodable {
         case createdAt = "created_at"
     }
 }
+
+// Every request body names its fields: a misspelt "add" must not encrypt without associated data.
+extension KeyRequest: KnownFields {
+    static let knownFields: Set<String> = ["username", "algorithm", "public_key"]
+}
+
+extension EncryptRequest: KnownFields {
+    static let knownFields: Set<String> = ["recipients", "plaintext", "aad"]
+}
+
+extension EnvelopeRequest: KnownFields {
+    static let knownFields: Set<String> = ["envelope"]
+}
+
+extension ConfigRequest: KnownFields {
+    static let knownFields: Set<String> = ["max_recipients"]
+}

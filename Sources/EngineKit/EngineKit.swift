@@ -56,8 +56,10 @@ public struct RouteDeclaration: Codable, Sendable {
         case objectTypes = "object_types"
     }
 
-    public init(_ operation: String, _ method: String, _ path: String, access: RouteAccess, action: String? = nil,
-                resource: String? = nil) {
+    public init(
+        _ operation: String, _ method: String, _ path: String, access: RouteAccess, action: String? = nil,
+        resource: String? = nil
+    ) {
         self.operation = operation
         self.method = method
         self.path = path
@@ -108,14 +110,24 @@ public struct EngineRequest {
         return rc == MC_OK
     }
 
-    /// Decodes the JSON body; a malformed body is the caller's error (400).
+    /// Decodes the JSON body; a malformed body is the caller's error (400). A type conforming to
+    /// ``KnownFields`` also refuses fields it does not name.
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        if let unknown = try unknownFields(for: T.self).first {
+            throw EngineError.invalid("unknown field \(unknown)")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.isEmpty ? Array("{}".utf8) : body))
         } catch let DecodingError.keyNotFound(key, _) {
             throw EngineError.invalid("missing field \(key.stringValue)")
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw EngineError.invalid("field \(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type")
+            throw EngineError.invalid(
+                "field \(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type")
+        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            throw EngineError.invalid(
+                "field \(context.codingPath.map(\.stringValue).joined(separator: ".")) has an invalid value")
+        } catch let error as EngineError {
+            throw error
         } catch {
             throw EngineError.invalid("the body is not valid JSON")
         }
@@ -146,12 +158,21 @@ public struct EngineResponse {
 
     public var status: Int32
     public var body: [UInt8]
+    /// A body holding secrets (a generated private key): handed to the host from self-wiping memory and
+    /// used instead of `body`.
+    public var secretBody: SecureBytes?
     public var contentType: ContentType
 
     public init(status: Int32 = 200, body: [UInt8], contentType: ContentType = .json) {
         self.status = status
         self.body = body
         self.contentType = contentType
+    }
+
+    /// A response whose body carries secrets; no plain array ever holds it (audit #52).
+    public init(status: Int32 = 200, secretBody: SecureBytes, contentType: ContentType = .json) {
+        self.init(status: status, body: [], contentType: contentType)
+        self.secretBody = secretBody
     }
 
     public static func json(_ value: some Encodable, status: Int32 = 200) throws -> EngineResponse {
@@ -187,8 +208,9 @@ public struct MountStorage: @unchecked Sendable {  // the host mount pointer liv
         var reason: UnsafeMutablePointer<CChar>?
         let rc = key.withCString { k in
             value.withUnsafeBytes { v in
-                host.pointee.storage_put(hostMount, k, strlen(k), v.bindMemory(to: UInt8.self).baseAddress, v.count,
-                                         createOnly ? UInt32(MC_PUT_CREATE_ONLY) : 0, &reason)
+                host.pointee.storage_put(
+                    hostMount, k, strlen(k), v.bindMemory(to: UInt8.self).baseAddress, v.count,
+                    createOnly ? UInt32(MC_PUT_CREATE_ONLY) : 0, &reason)
             }
         }
         let message = EngineExport.takeHostReason(reason)
@@ -211,7 +233,9 @@ public struct MountStorage: @unchecked Sendable {  // the host mount pointer liv
     /// while sealed. Never pass a secret: public objects are stored in plaintext.
     public func publish(_ name: String, _ value: [UInt8], contentType: String) throws {
         let host = try EngineExport.requireHost()
-        guard hostHasPublicObjects(host) else { throw EngineError(code: MC_ERR_UNSUPPORTED, "the host predates ABI 1.1") }
+        guard hostHasPublicObjects(host) else {
+            throw EngineError(code: MC_ERR_UNSUPPORTED, "the host predates ABI 1.1")
+        }
         var reason: UnsafeMutablePointer<CChar>?
         let rc = name.withCString { n in
             value.withUnsafeBufferPointer { v in
@@ -225,7 +249,9 @@ public struct MountStorage: @unchecked Sendable {  // the host mount pointer liv
     /// Removes a public object in every content type.
     public func unpublish(_ name: String) throws {
         let host = try EngineExport.requireHost()
-        guard hostHasPublicObjects(host) else { throw EngineError(code: MC_ERR_UNSUPPORTED, "the host predates ABI 1.1") }
+        guard hostHasPublicObjects(host) else {
+            throw EngineError(code: MC_ERR_UNSUPPORTED, "the host predates ABI 1.1")
+        }
         var reason: UnsafeMutablePointer<CChar>?
         let rc = name.withCString { host.pointee.public_delete(hostMount, $0, strlen($0), &reason) }
         let message = EngineExport.takeHostReason(reason)
@@ -282,8 +308,10 @@ public struct EngineDefinition: Sendable {
     public let routes: [RouteDeclaration]
     public let makeMount: @Sendable (MountInfo) throws -> MountedEngine
 
-    public init(name: String, version: String, routes: [RouteDeclaration],
-                makeMount: @escaping @Sendable (MountInfo) throws -> MountedEngine) {
+    public init(
+        name: String, version: String, routes: [RouteDeclaration],
+        makeMount: @escaping @Sendable (MountInfo) throws -> MountedEngine
+    ) {
         self.name = name
         self.version = version
         self.routes = routes
@@ -293,7 +321,8 @@ public struct EngineDefinition: Sendable {
 
 /// True if the host's table includes `public_put` and `public_delete` (ABI 1.1).
 func hostHasPublicObjects(_ host: UnsafePointer<mc_host>) -> Bool {
-    Int(host.pointee.size) >= MemoryLayout<mc_host>.offset(of: \mc_host.public_delete)! + MemoryLayout<UnsafeRawPointer>.size
+    Int(host.pointee.size) >= MemoryLayout<mc_host>.offset(of: \mc_host.public_delete)!
+        + MemoryLayout<UnsafeRawPointer>.size
 }
 
 /// Builds the C table for a definition.
@@ -321,7 +350,7 @@ public enum EngineExport {
     ) -> UnsafePointer<mc_engine>? {
         // Any 1.x host will do: members after 1.0 are checked where they are used.
         guard hostABI >> 16 == UInt32(MC_ABI_VERSION_MAJOR), let host,
-              Int(host.pointee.size) >= MemoryLayout<mc_host>.offset(of: \mc_host.policy_check)!
+            Int(host.pointee.size) >= MemoryLayout<mc_host>.offset(of: \mc_host.policy_check)!
                 + MemoryLayout<UnsafeRawPointer>.size
         else { return nil }
         if let table { return UnsafePointer(table) }
@@ -330,58 +359,67 @@ public enum EngineExport {
         namePointer = strdup(definition.name)
         versionPointer = strdup(definition.version)
         let table = UnsafeMutablePointer<mc_engine>.allocate(capacity: 1)
-        table.initialize(to: mc_engine(
-            size: UInt32(MemoryLayout<mc_engine>.size), abi_version: UInt32(MC_ABI_VERSION),
-            name: UnsafePointer(namePointer), version: UnsafePointer(versionPointer),
-            describe: { json, length, reason in
-                EngineExport.call(reason) {
-                    guard let json, let length, let definition = EngineExport.definition else {
-                        throw EngineError.invalid("NULL argument")
+        table.initialize(
+            to: mc_engine(
+                size: UInt32(MemoryLayout<mc_engine>.size), abi_version: UInt32(MC_ABI_VERSION),
+                name: UnsafePointer(namePointer), version: UnsafePointer(versionPointer),
+                describe: { json, length, reason in
+                    EngineExport.call(reason) {
+                        guard let json, let length, let definition = EngineExport.definition else {
+                            throw EngineError.invalid("NULL argument")
+                        }
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = [.sortedKeys]
+                        let bytes = Array(try encoder.encode(["routes": definition.routes]))
+                        json.pointee = EngineExport.allocate(bytes)?.assumingMemoryBound(to: UInt8.self)
+                        length.pointee = bytes.count
                     }
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.sortedKeys]
-                    let bytes = Array(try encoder.encode(["routes": definition.routes]))
-                    json.pointee = EngineExport.allocate(bytes)?.assumingMemoryBound(to: UInt8.self)
-                    length.pointee = bytes.count
-                }
-            },
-            mount_init: { mount, state, reason in
-                EngineExport.call(reason) {
-                    guard let mount, let state, let hostMount = mount.pointee.host_mount,
-                          let definition = EngineExport.definition
-                    else { throw EngineError.invalid("NULL argument") }
-                    let info = MountInfo(
-                        name: String(cString: mount.pointee.name), type: String(cString: mount.pointee.type),
-                        config: Array(UnsafeRawBufferPointer(start: mount.pointee.config, count: mount.pointee.config_len)),
-                        storage: MountStorage(hostMount: hostMount), hostMount: hostMount)
-                    let engine = try definition.makeMount(info)
-                    state.pointee = Unmanaged.passRetained(engine as AnyObject).toOpaque()
-                }
-            },
-            unseal: { state, reason in
-                EngineExport.call(reason) { try EngineExport.mounted(state).unseal() }
-            },
-            seal: { state in
-                guard let engine = try? EngineExport.mounted(state) else { return }
-                engine.seal()
-            },
-            handle: { state, request, response, reason in
-                EngineExport.call(reason) {
-                    guard let request, let response else { throw EngineError.invalid("NULL argument") }
-                    let engine = try EngineExport.mounted(state)
-                    let answer = try engine.handle(EngineExport.decode(request.pointee))
-                    response.pointee.status = answer.status
-                    response.pointee.body = EngineExport.allocate(answer.body)?.assumingMemoryBound(to: UInt8.self)
-                    response.pointee.body_len = answer.body.count
-                    response.pointee.content_type = UnsafeRawPointer(answer.contentType.cString.utf8Start)
-                        .assumingMemoryBound(to: CChar.self)
-                }
-            },
-            mount_free: { state in
-                guard let state else { return }
-                Unmanaged<AnyObject>.fromOpaque(state).release()
-            },
-            release: { pointer in EngineExport.release(pointer) }))
+                },
+                mount_init: { mount, state, reason in
+                    EngineExport.call(reason) {
+                        guard let mount, let state, let hostMount = mount.pointee.host_mount,
+                            let definition = EngineExport.definition
+                        else { throw EngineError.invalid("NULL argument") }
+                        let info = MountInfo(
+                            name: String(cString: mount.pointee.name), type: String(cString: mount.pointee.type),
+                            config: Array(
+                                UnsafeRawBufferPointer(start: mount.pointee.config, count: mount.pointee.config_len)),
+                            storage: MountStorage(hostMount: hostMount), hostMount: hostMount)
+                        let engine = try definition.makeMount(info)
+                        state.pointee = Unmanaged.passRetained(engine as AnyObject).toOpaque()
+                    }
+                },
+                unseal: { state, reason in
+                    EngineExport.call(reason) { try EngineExport.mounted(state).unseal() }
+                },
+                seal: { state in
+                    guard let engine = try? EngineExport.mounted(state) else { return }
+                    engine.seal()
+                },
+                handle: { state, request, response, reason in
+                    EngineExport.call(reason) {
+                        guard let request, let response else { throw EngineError.invalid("NULL argument") }
+                        let engine = try EngineExport.mounted(state)
+                        let answer = try engine.handle(EngineExport.decode(request.pointee))
+                        response.pointee.status = answer.status
+                        if let secret = answer.secretBody {
+                            // Hand-off: the host copies and then releases (wipes) this engine memory.
+                            response.pointee.body = WipingAllocator.allocate(copying: secret)?
+                                .assumingMemoryBound(to: UInt8.self)
+                            response.pointee.body_len = secret.count
+                        } else {
+                            response.pointee.body = EngineExport.allocate(answer.body)?.assumingMemoryBound(to: UInt8.self)
+                            response.pointee.body_len = answer.body.count
+                        }
+                        response.pointee.content_type = UnsafeRawPointer(answer.contentType.cString.utf8Start)
+                            .assumingMemoryBound(to: CChar.self)
+                    }
+                },
+                mount_free: { state in
+                    guard let state else { return }
+                    Unmanaged<AnyObject>.fromOpaque(state).release()
+                },
+                release: { pointer in EngineExport.release(pointer) }))
         self.table = table
         return UnsafePointer(table)
     }
@@ -395,7 +433,9 @@ public enum EngineExport {
     static func decode(_ r: mc_request) -> EngineRequest {
         func json(_ pointer: UnsafePointer<UInt8>?, _ count: Int) -> [String: String] {
             guard let pointer, count > 0 else { return [:] }
-            return (try? JSONDecoder().decode([String: String].self, from: Data(UnsafeBufferPointer(start: pointer, count: count)))) ?? [:]
+            return
+                (try? JSONDecoder().decode(
+                    [String: String].self, from: Data(UnsafeBufferPointer(start: pointer, count: count)))) ?? [:]
         }
         var roles: [String] = []
         let caller = r.caller?.pointee
@@ -405,8 +445,9 @@ public enum EngineExport {
         return EngineRequest(
             operation: String(cString: r.operation), method: String(cString: r.method),
             requestID: r.request_id.map { String(cString: $0) } ?? "",
-            caller: EngineCaller(name: caller?.name.map { String(cString: $0) } ?? "", roles: roles,
-                                 isAdmin: (caller?.flags ?? 0) & UInt32(MC_CALLER_ADMIN) != 0),
+            caller: EngineCaller(
+                name: caller?.name.map { String(cString: $0) } ?? "", roles: roles,
+                isAdmin: (caller?.flags ?? 0) & UInt32(MC_CALLER_ADMIN) != 0),
             parameters: json(r.params, r.params_len), query: json(r.query, r.query_len),
             body: r.body.map { Array(UnsafeBufferPointer(start: $0, count: r.body_len)) } ?? [],
             accept: r.accept.map { String(cString: $0) } ?? "", hostRequest: r.host_request)
@@ -414,7 +455,8 @@ public enum EngineExport {
 
     /// Runs an ABI function body: errors become a code and an engine-allocated reason. Starts at
     /// MC_ERR_INTERNAL, so a path that forgets to set a result fails closed.
-    static func call(_ reason: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ body: () throws -> Void) -> Int32 {
+    static func call(_ reason: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ body: () throws -> Void) -> Int32
+    {
         var result = MC_ERR_INTERNAL
         var message = "internal error"
         do {
@@ -427,7 +469,9 @@ public enum EngineExport {
             message = "internal error: \(type(of: error))"
         }
         if result != MC_OK, let reason {
-            reason.pointee = allocate(Array(message.utf8) + [0])?.assumingMemoryBound(to: CChar.self)
+            // A reason crosses as a C string: a NUL from the caller's input would cut it short, so control
+            // bytes are written as \u{..} escapes.
+            reason.pointee = allocate(Array(escapingControlBytes(message).utf8) + [0])?.assumingMemoryBound(to: CChar.self)
         }
         return result
     }
@@ -436,4 +480,18 @@ public enum EngineExport {
     static func allocate(_ bytes: [UInt8]) -> UnsafeMutableRawPointer? { WipingAllocator.allocate(copying: bytes) }
 
     static func release(_ pointer: UnsafeMutableRawPointer?) { WipingAllocator.release(pointer) }
+}
+
+/// `text` with every control character written as a \u{hex} escape.
+func escapingControlBytes(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else { return text }
+    var out = ""
+    for scalar in text.unicodeScalars {
+        if scalar.value < 0x20 || scalar.value == 0x7f {
+            out += "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
 }

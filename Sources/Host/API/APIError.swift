@@ -73,6 +73,13 @@ enum JSON {
     }
 
     static func decode<T: Decodable>(_ type: T.Type, from body: [UInt8]) throws -> T {
+        // A body type that names its fields refuses any other: a misspelt "priorty" must not store a rule
+        // at priority 0.
+        if let known = (T.self as? KnownBodyFields.Type)?.knownFields, !body.isEmpty,
+           let object = try? JSONDecoder().decode([String: JSONValue].self, from: Data(body)),
+           let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+            throw APIError.badRequest("unknown field \(unknown)")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.isEmpty ? Array("{}".utf8) : body))
         } catch let DecodingError.keyNotFound(key, _) {
@@ -80,6 +87,10 @@ enum JSON {
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
             let field = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw APIError.badRequest("field \(field.isEmpty ? "(body)" : field) has the wrong type")
+        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            throw APIError.badRequest("field \(context.codingPath.map(\.stringValue).joined(separator: ".")) has an invalid value")
+        } catch let error as APIError {
+            throw error
         } catch {
             throw APIError.badRequest("the body is not valid JSON")
         }
@@ -96,4 +107,9 @@ enum JSON {
             status: error.status, headers: headers,
             body: encode(ErrorBody(error: .init(code: error.code, message: error.message, request_id: requestID))))
     }
+}
+
+/// A request body type that names every top-level field it accepts; others are refused with a 400.
+protocol KnownBodyFields: Decodable {
+    static var knownFields: Set<String> { get }
 }

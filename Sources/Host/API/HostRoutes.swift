@@ -86,20 +86,28 @@ extension API {
             _ operation: String, _ method: String, _ path: String, _ access: Access, sealed: Bool = false,
             _ handler: @escaping @Sendable (API, Context) throws -> HTTPResponse
         ) -> HostRoute {
-            HostRoute(spec: RouteSpec(operation: operation, method: method, path: path, access: access,
-                                      sealed: sealed ? true : nil), handler: handler)
+            HostRoute(
+                spec: RouteSpec(
+                    operation: operation, method: method, path: path, access: access,
+                    sealed: sealed ? true : nil), handler: handler)
         }
         return [
             route("health", "GET", "sys/health", .public, sealed: true) { api, _ in
                 let status = try api.barrier.status()
                 let code = !status.initialized ? 501 : status.sealed ? 503 : 200
-                return JSON.response(code, StatusBody(initialized: status.initialized, sealed: status.sealed,
-                                                      version: metacryptVersion))
+                return JSON.response(
+                    code,
+                    StatusBody(
+                        initialized: status.initialized, sealed: status.sealed,
+                        version: metacryptVersion))
             },
             route("status", "GET", "sys/status", .public, sealed: true) { api, _ in
                 let status = try api.barrier.status()
-                return JSON.response(200, StatusBody(initialized: status.initialized, sealed: status.sealed,
-                                                     version: metacryptVersion))
+                return JSON.response(
+                    200,
+                    StatusBody(
+                        initialized: status.initialized, sealed: status.sealed,
+                        version: metacryptVersion))
             },
             route("init", "POST", "sys/init", .public, sealed: true) { api, context in
                 let body = try JSON.decode(InitBody.self, from: context.request.body)
@@ -111,12 +119,16 @@ extension API {
                     password: password, parameters: body.argon2 ?? api.sealArgon2, adminUsername: username,
                     adminPassword: body.adminPassword ?? generated!)
                 api.logger.info("initialized and unsealed")
-                return JSON.response(200, InitAnswer(adminUsername: Usernames.normalise(username) ?? username,
-                                                     adminPassword: generated, adminToken: token))
+                return JSON.response(
+                    200,
+                    InitAnswer(
+                        adminUsername: Usernames.normalise(username) ?? username,
+                        adminPassword: generated, adminToken: token))
             },
             route("login", "POST", "auth/login", .public) { api, context in
                 let body = try JSON.decode(LoginBody.self, from: context.request.body)
-                guard let caller = try api.accounts.authenticate(username: body.username, password: body.password) else {
+                guard let caller = try api.accounts.authenticate(username: body.username, password: body.password)
+                else {
                     throw APIError(401, "invalid_credentials", "wrong username or password")
                 }
                 context.trace.caller = caller
@@ -128,28 +140,37 @@ extension API {
                 return JSON.response(200, ["logged_out": true])
             },
             route("whoami", "GET", "auth/whoami", .token) { _, context in
-                JSON.response(200, WhoAmI(username: context.caller.name, roles: context.caller.roles,
-                                          admin: context.caller.isAdmin))
+                JSON.response(
+                    200,
+                    WhoAmI(
+                        username: context.caller.name, roles: context.caller.roles,
+                        admin: context.caller.isAdmin))
             },
             route("list-accounts", "GET", "sys/accounts", .admin) { api, _ in
                 JSON.response(200, ["accounts": try api.accounts.list()])
             },
             route("read-account", "GET", "sys/accounts/{username}", .admin) { api, context in
                 let name = context.parameters["username"] ?? ""
-                guard let account = try api.accounts.get(name) else { throw APIError.notFound("no account named \(name)") }
+                guard let account = try api.accounts.get(name) else {
+                    throw APIError.notFound("no account named \(name)")
+                }
                 return JSON.response(200, api.accounts.summary(account))
             },
             route("create-account", "POST", "sys/accounts/{username}", .admin) { api, context in
                 let body = try JSON.decode(AccountBody.self, from: context.request.body)
                 guard let password = body.password else { throw APIError.badRequest("missing field password") }
-                let summary = try api.accounts.create(username: context.parameters["username"] ?? "", password: password,
-                                                      roles: body.roles ?? [.user])
+                let summary = try api.accounts.create(
+                    username: context.parameters["username"] ?? "", password: password,
+                    roles: body.roles ?? [.user])
                 return JSON.response(201, summary)
             },
             route("update-account", "PATCH", "sys/accounts/{username}", .admin) { api, context in
                 let body = try JSON.decode(AccountBody.self, from: context.request.body)
-                return JSON.response(200, try api.accounts.update(
-                    context.parameters["username"] ?? "", password: body.password, roles: body.roles, disabled: body.disabled))
+                return JSON.response(
+                    200,
+                    try api.accounts.update(
+                        context.parameters["username"] ?? "", password: body.password, roles: body.roles,
+                        disabled: body.disabled))
             },
             route("delete-account", "DELETE", "sys/accounts/{username}", .admin) { api, context in
                 let name = context.parameters["username"] ?? ""
@@ -167,10 +188,14 @@ extension API {
             route("write-policy-rule", "PUT", "sys/policy/rules/{id}", .admin) { api, context in
                 var rule = try JSON.decode(PolicyRule.self, from: context.request.body)
                 let id = context.parameters["id"] ?? ""
-                guard rule.id.isEmpty || rule.id == id else { throw APIError.badRequest("the body's id differs from the path's") }
+                guard rule.id.isEmpty || rule.id == id else {
+                    throw APIError.badRequest("the body's id differs from the path's")
+                }
                 rule.id = id
                 rule.users = try rule.users.map { user in
-                    guard let name = Usernames.normalise(user) else { throw APIError.badRequest("invalid username \(user) in users") }
+                    guard let name = Usernames.normalise(user) else {
+                        throw APIError.badRequest("invalid username \(user) in users")
+                    }
                     return name
                 }
                 try api.policy.put(rule)
@@ -186,8 +211,11 @@ extension API {
                 let body = try JSON.decode(PasswordBody.self, from: context.request.body)
                 try api.unseal(password: SecureBytes(copying: Array(body.password.utf8)))
                 api.logger.info("unsealed")
-                return JSON.response(200, StatusBody(initialized: true, sealed: api.barrier.isSealed,
-                                                     version: metacryptVersion))
+                return JSON.response(
+                    200,
+                    StatusBody(
+                        initialized: true, sealed: api.barrier.isSealed,
+                        version: metacryptVersion))
             },
             route("seal", "POST", "sys/seal", .admin) { api, _ in
                 api.seal()
@@ -218,7 +246,9 @@ extension API {
             },
             route("read-mount", "GET", "sys/mounts/{name}", .admin) { api, context in
                 let name = context.parameters["name"] ?? ""
-                guard let mount = api.mounts.mount(named: name) else { throw APIError.notFound("no mount named \(name)") }
+                guard let mount = api.mounts.mount(named: name) else {
+                    throw APIError.notFound("no mount named \(name)")
+                }
                 return JSON.response(200, mount.record)
             },
             route("create-mount", "POST", "sys/mounts/{name}", .admin) { api, context in
@@ -253,7 +283,9 @@ extension API {
                     throw APIError.notFound("engine \(mount.record.type) has no operation \(body.operation)")
                 }
                 guard spec.object == nil else {
-                    throw APIError.badRequest("operation \(body.operation) is a public object: GET /v1/\(mount.record.type)/\(mount.record.name)/\(spec.path)")
+                    throw APIError.badRequest(
+                        "operation \(body.operation) is a public object: GET /v1/\(mount.record.type)/\(mount.record.name)/\(spec.path)"
+                    )
                 }
                 // Exactly the route's path parameters, each a valid single segment: no extra names an engine
                 // might read that policy never saw.
@@ -263,14 +295,16 @@ extension API {
                     throw APIError.badRequest("operation \(body.operation) has no parameter \(extra)")
                 }
                 for name in declared {
-                    guard let value = parameters[name], !value.isEmpty, !value.contains("/"), value != ".", value != "..",
-                          value.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7f })
+                    guard let value = parameters[name], !value.isEmpty, !value.contains("/"), value != ".",
+                        value != "..",
+                        value.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7f })
                     else { throw APIError.badRequest("parameter \(name) is missing or invalid") }
                 }
                 let inner = try body.body.map { try JSONEncoder().encode($0) }.map { Array($0) } ?? []
-                return try api.callEngine(mount: mount, spec: spec, request: context.request,
-                                          requestID: context.requestID, parameters: parameters, body: inner,
-                                          trace: context.trace)
+                return try api.callEngine(
+                    mount: mount, spec: spec, request: context.request,
+                    requestID: context.requestID, parameters: parameters, body: inner,
+                    trace: context.trace)
             },
         ]
     }
@@ -313,13 +347,21 @@ indirect enum JSONValue: Codable, Sendable {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int64.self) { self = .integer(i) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int64.self) {
+            self = .integer(i)
+        } else if let n = try? c.decode(Double.self) {
+            self = .number(n)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -334,4 +376,32 @@ indirect enum JSONValue: Codable, Sendable {
         case .object(let o): try c.encode(o)
         }
     }
+}
+
+extension API.InitBody: KnownBodyFields {
+    static let knownFields: Set<String> = ["password", "argon2", "admin_username", "admin_password"]
+}
+
+extension API.PasswordBody: KnownBodyFields {
+    static let knownFields: Set<String> = ["password", "new_password"]
+}
+
+extension API.MountBody: KnownBodyFields {
+    static let knownFields: Set<String> = ["type"]
+}
+
+extension API.LoginBody: KnownBodyFields {
+    static let knownFields: Set<String> = ["username", "password"]
+}
+
+extension API.AccountBody: KnownBodyFields {
+    static let knownFields: Set<String> = ["password", "roles", "disabled"]
+}
+
+extension API.EngineRequestBody: KnownBodyFields {
+    static let knownFields: Set<String> = ["mount", "operation", "params", "body"]
+}
+
+extension PolicyRule: KnownBodyFields {
+    static let knownFields: Set<String> = ["id", "priority", "effect", "users", "roles", "resources", "actions"]
 }

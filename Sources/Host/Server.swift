@@ -44,6 +44,11 @@ public struct ServerConfig: Codable, Sendable {
         }
     }
 
+    public struct StorageSettings: Codable, Sendable {
+        /// "full" (default) or "normal": see ``SQLiteStorage/Durability``.
+        public var durability: SQLiteStorage.Durability?
+    }
+
     public struct RateLimits: Codable, Sendable {
         public var identity: RateLimiter.Limit?
         public var mount: RateLimiter.Limit?
@@ -56,12 +61,13 @@ public struct ServerConfig: Codable, Sendable {
     public var seal: Seal?
     public var auth: Auth?
     public var rateLimits: RateLimits?
+    public var storage: StorageSettings?
     public var audit: AuditLog.Configuration?
     public var engines: [EngineConfig]?
     public var logLevel: String?
 
     enum CodingKeys: String, CodingKey {
-        case listen, tls, limits, seal, auth, audit, engines
+        case listen, tls, limits, seal, auth, audit, engines, storage
         case dataDir = "data_dir"
         case logLevel = "log_level"
         case rateLimits = "rate_limits"
@@ -183,7 +189,7 @@ public enum Server {
         }
 
         // The barrier and the API.
-        let storage = try SQLiteStorage(path: dataDir + "/metacrypt.db")
+        let storage = try SQLiteStorage(path: dataDir + "/metacrypt.db", durability: config.storage?.durability ?? .full)
         let barrier = Barrier(storage: storage)
         var settings = API.Settings()
         if let v = config.seal?.argon2 {

@@ -50,3 +50,11 @@ struct StorageTests {
         #expect(error?.code == .constraint)
     }
 }
+
+@Suite("Storage durability")
+struct DurabilityTests {
+    @Test func normalDurabilityIsSetOnEveryConnection() throws {
+        let storage = try SQLiteStorage(path: temporaryDatabasePath(), durability: .normal)
+        #expect(try storage.pragmaOnEveryConnection("synchronous", connections: 3) == ["1", "1", "1"])
+    }
+}

@@ -37,17 +37,19 @@ let package = Package(
         // Swift code shared by the host and the engines.
         .target(name: "MetacryptCrypto", dependencies: ["COpenSSL", "CSodium", "CArgon2"]),
         .target(name: "HTTPClient", dependencies: ["CCurl"]),
+        .target(name: "MetacryptJSON"),
         .target(name: "EngineKit", dependencies: ["EngineABI", "MetacryptCrypto"]),
         // The user engine's envelope format, shared by the engine and the client that opens envelopes locally.
         .target(name: "Envelope", dependencies: ["MetacryptCrypto"]),
 
         .target(
             name: "Host",
-            dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD", "HTTPClient", "CSystem"]),
-        .executableTarget(name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "HTTPClient", "Envelope"]),
+            dependencies: ["EngineABI", "MetacryptCrypto", "CSQLite", "CMicroHTTPD", "HTTPClient", "CSystem", "MetacryptJSON"]),
+        .executableTarget(
+            name: "metacrypt", dependencies: ["Host", "MetacryptCrypto", "HTTPClient", "Envelope", "MetacryptJSON"]),
 
         .target(
-            name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/Transit",
+            name: "Transit", dependencies: ["EngineKit", "MetacryptCrypto", "MetacryptJSON"], path: "Plugins/Transit",
             linkerSettings: engineLinkerSettings),
         .target(
             name: "SSHCA", dependencies: ["EngineKit", "MetacryptCrypto"], path: "Plugins/SSHCA",

@@ -1,3 +1,4 @@
+import MetacryptJSON
 import EngineKit
 import MetacryptCrypto
 

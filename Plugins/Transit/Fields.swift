@@ -1,51 +1,12 @@
 import EngineKit
 import FoundationEssentials
+import MetacryptJSON
 import MetacryptCrypto
 
-/// A JSON value, decoded without a schema so that request bodies can be checked field by field: unknown
-/// fields are refused (a misspelt `context` must not silently encrypt without one) and every message
-/// names the field, including its place in a batch.
-enum JSONValue: Codable, Sendable {
-    case string(String)
-    case integer(Int64)
-    case number(Double)
-    case bool(Bool)
-    case null
-    case array([JSONValue])
-    case object([String: JSONValue])
-
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() {
-            self = .null
-        } else if let b = try? c.decode(Bool.self) {
-            self = .bool(b)
-        } else if let i = try? c.decode(Int64.self) {
-            self = .integer(i)
-        } else if let d = try? c.decode(Double.self) {
-            self = .number(d)
-        } else if let s = try? c.decode(String.self) {
-            self = .string(s)
-        } else if let a = try? c.decode([JSONValue].self) {
-            self = .array(a)
-        } else {
-            self = .object(try c.decode([String: JSONValue].self))
-        }
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .string(let s): try c.encode(s)
-        case .integer(let i): try c.encode(i)
-        case .number(let d): try c.encode(d)
-        case .bool(let b): try c.encode(b)
-        case .null: try c.encodeNil()
-        case .array(let a): try c.encode(a)
-        case .object(let o): try c.encode(o)
-        }
-    }
-
+/// Request bodies are checked field by field (MetacryptJSON's JSONValue): unknown fields are refused (a
+/// misspelt `context` must not silently encrypt without one) and every message names the field,
+/// including its place in a batch.
+extension JSONValue {
     var typeName: String {
         switch self {
         case .string: "a string"

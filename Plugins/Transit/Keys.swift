@@ -1,3 +1,4 @@
+import MetacryptJSON
 import EngineABI
 import EngineKit
 import FoundationEssentials

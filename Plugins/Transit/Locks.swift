@@ -1,3 +1,4 @@
+import MetacryptJSON
 import Glibc
 
 /// A value behind a reader-writer lock: many readers at once, one writer alone.

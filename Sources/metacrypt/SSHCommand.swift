@@ -1,4 +1,5 @@
 import FoundationEssentials
+import MetacryptJSON
 import Glibc
 import Host
 import HTTPClient
@@ -53,18 +54,6 @@ private func writeFile(_ path: String, _ bytes: [UInt8]) throws {
 private func answer(_ response: HTTPClient.Response) -> [String: JSONValue] {
     guard response.status < 400 else { printBody(response); exit(2) }
     return (try? JSONDecoder().decode([String: JSONValue].self, from: Data(response.body))) ?? [:]
-}
-
-/// Just enough JSON to read the answers.
-enum JSONValue: Decodable {
-    case string(String), other
-
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        self = (try? c.decode(String.self)).map { .string($0) } ?? .other
-    }
-
-    var string: String? { if case .string(let s) = self { s } else { nil } }
 }
 
 func runSSHCommand(_ args: [String]) throws {

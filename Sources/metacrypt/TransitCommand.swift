@@ -1,4 +1,5 @@
 import FoundationEssentials
+import MetacryptJSON
 import Glibc
 import HTTPClient
 import Host
@@ -23,54 +24,12 @@ let transitUsage = """
     """
 
 /// A JSON value of a server answer.
-private enum Answer: Decodable {
-    case string(String)
-    case number(Double)
-    case bool(Bool)
-    case null
-    case array([Answer])
-    case object([String: Answer])
-
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() {
-            self = .null
-        } else if let b = try? c.decode(Bool.self) {
-            self = .bool(b)
-        } else if let d = try? c.decode(Double.self) {
-            self = .number(d)
-        } else if let s = try? c.decode(String.self) {
-            self = .string(s)
-        } else if let a = try? c.decode([Answer].self) {
-            self = .array(a)
-        } else {
-            self = .object(try c.decode([String: Answer].self))
-        }
-    }
-
-    subscript(key: String) -> Answer? {
-        if case .object(let o) = self { return o[key] }
-        return nil
-    }
-
-    var string: String? {
-        if case .string(let s) = self { return s }
-        return nil
-    }
-}
+private typealias Answer = JSONValue
 
 /// Reads all of a file, or of standard input for "-" or no name; bytes as they are, binary included.
 private func readInput(_ path: String?) throws -> [UInt8] {
     if let path, path != "-" { return try readFile(path) }
-    var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { break }
-        out += chunk[0..<n]
-    }
-    return out
+    return readAllStandardInput()
 }
 
 /// A ciphertext or signature read from input: surrounding whitespace (a final newline) is not part of it.

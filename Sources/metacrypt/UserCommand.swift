@@ -92,7 +92,7 @@ func runUserCommand(_ args: [String]) throws {
         guard let to = flagValue(rest, "--to") else { fail("encrypt needs --to NAME[,NAME...]") }
         var body: [String: J] = [
             "recipients": .array(to.split(separator: ",").map { .string(String($0)) }),
-            "plaintext": .string(Base64.encode(readStandardInputBytes())),
+            "plaintext": .string(Base64.encode(readAllStandardInput())),
         ]
         if let aad = flagValue(rest, "--aad") { body["aad"] = .string(Base64.encode(Array(aad.utf8))) }
         print(try envelopeField(client.request("POST", "\(base)/encrypt", body: encode(body)), "envelope"))
@@ -150,21 +150,10 @@ private enum JSONScalar: Decodable {
     }
 }
 
-private func readStandardInputBytes() -> [UInt8] {
-    var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { break }
-        out += chunk[0..<n]
-    }
-    return out
-}
 
 /// The envelope's base64 text from standard input, surrounding whitespace removed.
 private func readEnvelopeText() -> String {
-    let text = String(decoding: readStandardInputBytes(), as: UTF8.self)
+    let text = String(decoding: readAllStandardInput(), as: UTF8.self)
     return String(text.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
 }
 

@@ -61,9 +61,16 @@ func environment(_ name: String) -> String? {
     getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
 }
 
+/// All of standard input, bytes as they are (binary included).
 func readAllStandardInput() -> [UInt8] {
     var out: [UInt8] = []
-    while let line = readLine(strippingNewline: false) { out += Array(line.utf8) }
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { break }
+        out += chunk[0..<n]
+    }
     return out
 }
 

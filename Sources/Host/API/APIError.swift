@@ -1,4 +1,5 @@
 import FoundationEssentials
+import MetacryptJSON
 
 /// An error answered to the client: an HTTP status, a stable machine-readable code and a message.
 ///

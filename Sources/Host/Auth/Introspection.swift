@@ -1,4 +1,5 @@
 import FoundationEssentials
+import MetacryptJSON
 import HTTPClient
 import MetacryptCrypto
 import Synchronization

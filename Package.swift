@@ -64,7 +64,7 @@ let package = Package(
         // Benchmarks (bench/run builds and runs them; never part of the test suite's pass or fail).
         .executableTarget(name: "barrier-bench", dependencies: ["Host", "MetacryptCrypto"], path: "bench/BarrierBench"),
 
-        .testTarget(name: "HostTests", dependencies: ["Host", "MetacryptCrypto", "EngineKit"]),
+        .testTarget(name: "HostTests", dependencies: ["Host", "MetacryptCrypto", "EngineKit", "MetacryptJSON"]),
         .testTarget(name: "CryptoTests", dependencies: ["MetacryptCrypto"]),
     ]
 )

@@ -1,5 +1,6 @@
 import Glibc
 import MetacryptCrypto
+import MetacryptJSON
 import Testing
 
 @testable import Host

@@ -104,9 +104,6 @@ public final class TokenStore: Sendable {
     /// Forgets every cached token record (at seal).
     func clearCache() { cache.removeAll() }
 
-    /// A short, non-reversible label for a token, safe for logs.
-    static func label(_ token: String) -> String { String(Hex.encode(SHA256.hash(Array(token.utf8))).prefix(12)) }
-
     static func path(_ token: String) -> String { prefix + Hex.encode(SHA256.hash(Array(token.utf8))) }
 }
 

@@ -230,7 +230,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
     // MARK: lifecycle
 
     func unseal() throws {
-        try lock.writing {
+        try lock.withWriteLock {
             // Load the settings and the CA key, if the mount was configured.
             var config: CAConfig?
             var ca: CAKey?
@@ -271,7 +271,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
     }
 
     func seal() {
-        lock.writing {
+        lock.withWriteLock {
             // Dropping the last reference frees (and OpenSSL cleanses) the key.
             ca = nil
             config = nil
@@ -350,7 +350,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
     private func writeConfig(_ request: EngineRequest) throws -> EngineResponse {
         // XXX: the decoded private_key String is a copy JSONDecoder made that cannot be wiped.
         let body = try request.decode(ConfigRequest.self)
-        return try lock.writing {
+        return try lock.withWriteLock {
             guard unsealed else { throw EngineError.sealed }
             var created = false
 
@@ -438,7 +438,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
     }
 
     private func readConfig() throws -> EngineResponse {
-        try lock.reading {
+        try lock.withReadLock {
             guard unsealed else { throw EngineError.sealed }
             guard let config, let ca else { throw EngineError.notFound("the CA is not configured: POST config first") }
             return try .json(ConfigView(config: config, publicKey: ca.publicLine))
@@ -564,7 +564,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             }
         }
 
-        return try lock.reading {
+        return try lock.withReadLock {
             guard unsealed else { throw EngineError.sealed }
             guard let config, let ca else { throw EngineError.invalid("the CA is not configured: POST config first") }
 
@@ -605,7 +605,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
         for name in body.hostnames { try Validate.hostname(name) }
         if let suffix = body.keyID { try Validate.keyIDSuffix(suffix) }
 
-        return try lock.reading {
+        return try lock.withReadLock {
             guard unsealed else { throw EngineError.sealed }
             guard let config, let ca else { throw EngineError.invalid("the CA is not configured: POST config first") }
             // Extensions only from the mount's allowlist (audit #10).
@@ -703,7 +703,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
 
     private func listCerts() throws -> EngineResponse {
         let serials = try names(under: "certs/")
-        return try lock.reading {
+        return try lock.withReadLock {
             guard unsealed else { throw EngineError.sealed }
             var records: [CertRecord] = []
             for serial in serials {
@@ -719,7 +719,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
 
     private func readCert(_ request: EngineRequest) throws -> EngineResponse {
         let serial = try Validate.serial(try request.parameter("serial"))
-        return try lock.reading {
+        return try lock.withReadLock {
             guard unsealed else { throw EngineError.sealed }
             guard let bytes = try storage.get("certs/\(serial)") else {
                 throw EngineError.notFound("no certificate \(serial)")
@@ -732,7 +732,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
 
     private func deleteCert(_ request: EngineRequest) throws -> EngineResponse {
         let serial = try Validate.serial(try request.parameter("serial"))
-        return try lock.writing {
+        return try lock.withWriteLock {
             guard unsealed else { throw EngineError.sealed }
             guard let bytes = try storage.get("certs/\(serial)") else {
                 throw EngineError.notFound("no certificate \(serial)")
@@ -783,7 +783,7 @@ final class SSHCAEngine: MountedEngine, @unchecked Sendable {  // mutable state 
             throw EngineError.invalid("give serial, serials or public_key")
         }
 
-        return try lock.writing {
+        return try lock.withWriteLock {
             guard unsealed else { throw EngineError.sealed }
             guard let ca else { throw EngineError.invalid("the CA is not configured: POST config first") }
 
